@@ -1,0 +1,54 @@
+"""Every environment variable NanEcho reads, in one place."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+TRIGGERS = ("push", "pull_request", "schedule", "workflow_dispatch", "local")
+# Variables whose values are secrets: never printed, redacted wherever they appear.
+SECRET_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN", "NANECHO_TOKEN", "ACTIONS_RUNTIME_TOKEN", "GIT_PASSWORD")
+
+
+def github_output() -> Path | None:
+    value = os.environ.get("GITHUB_OUTPUT")
+    return Path(value) if value else None
+
+
+def step_summary() -> Path | None:
+    value = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(value) if value else None
+
+
+def trigger() -> str:
+    """The event that started this session: GITHUB_EVENT_NAME mapped onto the schema's triggers."""
+    event = os.environ.get("NANECHO_TRIGGER") or os.environ.get("GITHUB_EVENT_NAME") or "local"
+    return event if event in TRIGGERS else "local"
+
+
+def git_sha() -> str | None:
+    value = os.environ.get("GITHUB_SHA")
+    return value.lower() if value else None
+
+
+def host() -> str:
+    return os.environ.get("NANECHO_HOST") or socket.gethostname() or "unknown"
+
+
+def run_id() -> str | None:
+    return os.environ.get("GITHUB_RUN_ID")
+
+
+def secret_values() -> list[str]:
+    """Values of known secret variables, longest first (so substrings redact cleanly)."""
+    values = [os.environ.get(name, "") for name in SECRET_VARIABLES]
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
+def bot_identity() -> tuple[str, str]:
+    """The identity progress-commit uses when git has none configured (overridable)."""
+    return (
+        os.environ.get("NANECHO_GIT_NAME", "nanecho-bot"),
+        os.environ.get("NANECHO_GIT_EMAIL", "nanecho-bot@users.noreply.github.com"),
+    )

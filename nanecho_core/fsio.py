@@ -1,0 +1,168 @@
+"""Crash-safe file I/O: atomic writes, canonical JSON, hashing, and path containment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from nanecho_core.errors import NanechoError
+
+HASH_CHUNK = 1 << 20
+
+
+def dumps_canonical(doc: Any) -> str:
+    """Deterministic JSON: sorted keys, 2-space indent, trailing newline (minimal git diffs)."""
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def dumps_line(doc: Any) -> str:
+    """Deterministic single-line JSON for append-only logs such as sessions.jsonl."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Yield a temp file in the target's directory; on success fsync + rename over the target.
+
+    A crash (or exception) at any instant leaves the previous file untouched and no partial target.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes atomically (temp in the same directory, fsync, rename, directory fsync)."""
+    try:
+        with atomic_writer(path, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise NanechoError(f"cannot write: {exc.strerror or exc}", path) from exc
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], doc: Any) -> None:
+    """Write a document as canonical JSON, atomically."""
+    atomic_write_text(path, dumps_canonical(doc))
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append one line durably (O_APPEND + fsync); a torn tail line is tolerated by readers."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # Repair a torn last line from an earlier crash so this record starts on its own line.
+            if os.fstat(fd).st_size > 0:
+                with open(target, "rb") as reader:
+                    reader.seek(-1, os.SEEK_END)
+                    if reader.read(1) != b"\n":
+                        data = b"\n" + data
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise NanechoError(f"cannot append: {exc.strerror or exc}", path) from exc
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's content, streamed."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError as exc:
+        raise NanechoError("file not found", path) from exc
+    except IsADirectoryError as exc:
+        raise NanechoError("is a directory, expected a file", path) from exc
+    except OSError as exc:
+        raise NanechoError(f"cannot read: {exc.strerror or exc}", path) from exc
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def safe_join(base: str | os.PathLike[str], relative: str, *, what: str = "path") -> Path:
+    """Join `relative` under `base`, refusing absolute paths, `..` escapes and symlinks out of base."""
+    base_path = Path(base)
+    rel = Path(relative)
+    if rel.is_absolute() or relative.startswith(("/", "\\")):
+        raise NanechoError(f"{what} must be relative to {base_path}, got absolute {relative!r}")
+    if any(part == ".." for part in rel.parts):
+        raise NanechoError(f"{what} {relative!r} escapes {base_path} (contains '..')")
+    joined = base_path / rel
+    resolved_base = base_path.resolve()
+    resolved = joined.resolve()
+    if resolved != resolved_base and resolved_base not in resolved.parents:
+        raise NanechoError(f"{what} {relative!r} resolves outside {base_path} (symlink?)")
+    return joined
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; missing, unreadable or malformed files are user errors naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise NanechoError("file not found", path) from exc
+    except IsADirectoryError as exc:
+        raise NanechoError("is a directory, expected a JSON file", path) from exc
+    except UnicodeDecodeError as exc:
+        raise NanechoError("not UTF-8 text", path) from exc
+    except OSError as exc:
+        raise NanechoError(f"cannot read: {exc.strerror or exc}", path) from exc
+    return parse_json(text, path)
+
+
+def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise NanechoError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path) from exc
+    except ValueError as exc:
+        raise NanechoError(f"malformed JSON: {exc}", path) from exc
+    except RecursionError as exc:
+        raise NanechoError("malformed JSON: nested too deeply", path) from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

@@ -1,0 +1,40 @@
+"""GitHub Actions integration: `name=value` lines for $GITHUB_OUTPUT, Markdown for the step summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nanecho_core import env
+from nanecho_core.errors import NanechoError
+from nanecho_core.redact import redact
+
+
+def write_outputs(values: Mapping[str, object]) -> None:
+    """Append `name=value` lines to $GITHUB_OUTPUT when it is set (null becomes empty)."""
+    target = env.github_output()
+    if target is None:
+        return
+    lines = []
+    for name, value in values.items():
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        if "\n" in text:
+            raise NanechoError(f"output {name} must be one line")
+        lines.append(f"{name}={redact(text)}\n")
+    try:
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.writelines(lines)
+    except OSError as exc:
+        raise NanechoError(f"cannot append outputs: {exc.strerror or exc}", target) from exc
+
+
+def append_step_summary(markdown: str) -> bool:
+    """Append Markdown to $GITHUB_STEP_SUMMARY when set; returns whether it was written."""
+    target = env.step_summary()
+    if target is None:
+        return False
+    try:
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(redact(markdown).rstrip("\n") + "\n")
+    except OSError as exc:
+        raise NanechoError(f"cannot append step summary: {exc.strerror or exc}", target) from exc
+    return True

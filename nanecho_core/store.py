@@ -1,0 +1,163 @@
+"""The run directory: paths, the metadata index, the sessions log, and the writers' lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanecho_core import schema
+from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import append_line, atomic_write_json, dumps_line, parse_json, read_json, safe_join
+
+METADATA_FILE = "cache/metadata.json"
+SESSIONS_FILE = "sessions.jsonl"
+SUMMARY_FILE = "training_summary.json"
+CHECKPOINTS_DIR = "cache/checkpoints"
+DATA_CACHE_DIR = "cache/data"
+LOCK_FILE = ".lock"
+PROGRESS_DIR = ".training-progress"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files live. `root` is the repository root, `dir` the run directory inside it."""
+
+    root: Path
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def metadata(self) -> Path:
+        return self.dir / METADATA_FILE
+
+    @property
+    def sessions(self) -> Path:
+        return self.dir / SESSIONS_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / SUMMARY_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / CHECKPOINTS_DIR
+
+    @property
+    def data_cache_dir(self) -> Path:
+        return self.dir / DATA_CACHE_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / LOCK_FILE
+
+    def checkpoint_file(self, relative: str) -> Path:
+        """A checkpoint's `file` field resolved under the run dir, refusing escapes."""
+        return safe_join(self.dir, relative, what="checkpoint file")
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.dir.resolve()).as_posix()
+
+
+def run_paths(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> RunPaths:
+    """Resolve `--root`/`--run`; the run directory must lie inside the root."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise NanechoError("root directory not found", root_path)
+    run_text = os.fspath(run)
+    run_path = Path(run_text)
+    if run_path.is_absolute():
+        try:
+            run_text = run_path.resolve().relative_to(root_path.resolve()).as_posix()
+        except ValueError:
+            raise NanechoError(f"run directory is outside the root {root_path}", run_path) from None
+    run_dir = safe_join(root_path, run_text, what="run directory")
+    name = run_dir.name
+    schema_ok = name and name[0].isalnum() and all(c.isalnum() or c in "._-" for c in name)
+    if not schema_ok:
+        raise NanechoError("run directory name must be letters, digits, '.', '_' or '-'", run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NanechoError("run path exists and is not a directory", run_dir)
+    return RunPaths(root=root_path, dir=run_dir)
+
+
+def empty_index(run: str) -> dict[str, Any]:
+    return {
+        "schema_version": schema.current_version("metadata"),
+        "run": run,
+        "quality": {"metric": "val_loss", "mode": "min"},
+        "best_id": None,
+        "latest_id": None,
+        "checkpoints": [],
+    }
+
+
+def load_metadata(paths: RunPaths, *, missing_ok: bool = True) -> dict[str, Any]:
+    """The validated index; an empty one when the file does not exist yet (and missing_ok)."""
+    if not paths.metadata.exists():
+        if missing_ok:
+            return empty_index(paths.name)
+        raise NanechoError("metadata index not found", paths.metadata)
+    return dict(schema.load(paths.metadata, "metadata"))
+
+
+def save_metadata(paths: RunPaths, doc: dict[str, Any]) -> None:
+    """Validate, then write atomically: a document that fails validation writes nothing."""
+    schema.validate(doc, "metadata", paths.metadata)
+    atomic_write_json(paths.metadata, doc)
+
+
+def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
+    """Every session record, in file order. A torn last line (a crash mid-append) is skipped."""
+    if not paths.sessions.exists():
+        return []
+    try:
+        lines = paths.sessions.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NanechoError(f"cannot read sessions log: {exc}", paths.sessions) from exc
+    records: list[dict[str, Any]] = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = parse_json(line, paths.sessions)
+        except NanechoError:
+            if number == last:
+                continue  # torn tail from an interrupted append: the session was never completed
+            raise NanechoError(f"line {number + 1} is not valid JSON", paths.sessions) from None
+        schema.validate(record, "session", f"{paths.sessions}:{number + 1}")
+        records.append(record)
+    return records
+
+
+def append_session(paths: RunPaths, record: dict[str, Any]) -> None:
+    """Append one validated session record (without step.json's `checkpoints`) to sessions.jsonl."""
+    line_doc = {k: v for k, v in record.items() if k != "checkpoints"}
+    schema.validate(line_doc, "session", paths.sessions)
+    append_line(paths.sessions, dumps_line(line_doc))
+
+
+@contextmanager
+def locked(paths: RunPaths) -> Iterator[None]:
+    """Serialise local writers of one run (flock on <run>/.lock; released on process death)."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_document(path: str | os.PathLike[str], name: str) -> Any:
+    """Read and validate an input document (step.json, selection.json, …) of schema `name`."""
+    return schema.validate(read_json(path), name, path)

@@ -1,0 +1,1 @@
+"""JSON Schemas shared by every NanEcho tool (installed as package data)."""
