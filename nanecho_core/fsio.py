@@ -157,7 +157,9 @@ def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise NanechoError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path) from exc
+        raise NanechoError(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path
+        ) from exc
     except ValueError as exc:
         raise NanechoError(f"malformed JSON: {exc}", path) from exc
     except RecursionError as exc:

@@ -42,7 +42,11 @@ def make_entry(
         "created_at": created_at or f"2026-11-24T00:{iteration // 100 % 60:02d}:00Z",
         "session_id": session_id,
         "parent_id": parent_id,
-        "metrics": {"train_loss": train_loss, "val_loss": val_loss, "val_bpb": None if val_loss is None else val_loss / 0.6931471805599453},
+        "metrics": {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_bpb": None if val_loss is None else val_loss / 0.6931471805599453,
+        },
         "model": model,
         "model_fingerprint": model_fingerprint(model),
         "tokenizer": {"name": "bytes", "vocab_size": 256},

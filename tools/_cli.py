@@ -67,7 +67,9 @@ def echo_json(doc: Any) -> None:
 # Options shared across commands (defined once, reused: sqlite-utils style).
 RunDir = Annotated[
     Path,
-    typer.Option("--run", help="Run directory, e.g. .training-progress/nanecho-cached-ci (relative to --root)."),
+    typer.Option(
+        "--run", help="Run directory, e.g. .training-progress/nanecho-cached-ci (relative to --root)."
+    ),
 ]
 RootDir = Annotated[Path, typer.Option("--root", help="Repository root; relative paths resolve against it.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
