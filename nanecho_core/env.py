@@ -52,3 +52,14 @@ def bot_identity() -> tuple[str, str]:
         os.environ.get("NANECHO_GIT_NAME", "nanecho-bot"),
         os.environ.get("NANECHO_GIT_EMAIL", "nanecho-bot@users.noreply.github.com"),
     )
+
+
+def event_name() -> str | None:
+    """The raw GitHub event name (pull_request, push, …), None outside Actions."""
+    return os.environ.get("GITHUB_EVENT_NAME") or None
+
+
+def ref_branch() -> str | None:
+    """The branch a push-type workflow run checked out (GITHUB_REF=refs/heads/<b>), else None."""
+    ref = os.environ.get("GITHUB_REF", "")
+    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
