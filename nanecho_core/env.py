@@ -63,3 +63,8 @@ def ref_branch() -> str | None:
     """The branch a push-type workflow run checked out (GITHUB_REF=refs/heads/<b>), else None."""
     ref = os.environ.get("GITHUB_REF", "")
     return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+
+
+def cache_key() -> str | None:
+    """The Actions cache key the workflow will save this session's checkpoints under (train-step)."""
+    return os.environ.get("NANECHO_CACHE_KEY") or None
