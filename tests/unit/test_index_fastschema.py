@@ -1,0 +1,112 @@
+"""The compiled validator must agree with jsonschema on every schema the project ships."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from nanecho_core import fastschema, schema
+from nanecho_core.store import empty_index
+from tests.factories import make_entry, make_session
+
+
+def _metadata() -> dict[str, Any]:
+    doc = empty_index("nanecho-cached-ci")
+    doc["checkpoints"] = [make_entry(), make_entry(iteration=200, parent_id=make_entry()["id"])]
+    doc["best_id"] = doc["checkpoints"][1]["id"]
+    doc["latest_id"] = doc["checkpoints"][1]["id"]
+    return doc
+
+
+MUTATIONS: list[tuple[str, Any]] = [
+    ("schema_version", 1),
+    ("schema_version", True),
+    ("run", "../x"),
+    ("best_id", "not-an-id"),
+    ("quality", {"metric": "val_loss", "mode": "median"}),
+    ("extra", 1),
+    ("checkpoints.0.iteration", -1),
+    ("checkpoints.0.iteration", 1.5),
+    ("checkpoints.0.iteration", True),
+    ("checkpoints.0.iteration", 3.0),
+    ("checkpoints.0.file", "../escape.pt"),
+    ("checkpoints.0.file", "/abs.pt"),
+    ("checkpoints.0.file", "a\\b.pt"),
+    ("checkpoints.0.file", ""),
+    ("checkpoints.0.sha256", "ABC"),
+    ("checkpoints.0.created_at", "2026-11-24T00:00:00"),
+    ("checkpoints.0.created_at", "2026-02-30T00:00:00Z"),
+    ("checkpoints.0.created_at", "2026-11-24T25:00:00Z"),
+    ("checkpoints.0.created_at", "2026-11-24t00:00:00.123Z"),
+    ("checkpoints.0.metrics.train_loss", 0.0),
+    ("checkpoints.0.metrics.val_loss", None),
+    ("checkpoints.0.metrics.val_loss", "1.0"),
+    ("checkpoints.0.metrics.custom", "x"),
+    ("checkpoints.0.metrics.custom", 3),
+    ("checkpoints.0.model.dropout", 1),
+    ("checkpoints.0.model.bias", 0),
+    ("checkpoints.0.model.extra", 0),
+    ("checkpoints.0.status", "gone"),
+    ("checkpoints.0.tags", ["a", "a"]),
+    ("checkpoints.0.tags", ["-bad"]),
+    ("checkpoints.0.notes", ["x" * 2001]),
+    ("checkpoints.0.storage.present_locally", None),
+    ("checkpoints.1.parent_id", None),
+    ("checkpoints", {}),
+]
+
+
+def _mutate(doc: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    node: Any = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[parts[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize(("dotted", "value"), MUTATIONS)
+def test_fast_checker_agrees_with_jsonschema_on_metadata_mutations(dotted: str, value: Any) -> None:
+    doc = _mutate(_metadata(), dotted, value)
+    assert fastschema.is_valid(doc, "metadata") == schema.validator("metadata").is_valid(doc)
+
+
+def test_fast_checker_accepts_valid_documents_of_every_kind() -> None:
+    assert fastschema.is_valid(_metadata(), "metadata")
+    assert fastschema.is_valid(make_session(checkpoints=[make_entry()]), "session")
+    assert fastschema.is_valid(make_entry(), "metadata", "checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("eval_points", [[1, 0.5]]),
+        ("eval_points", [[1, 0.0, None]]),
+        ("eval_points", [[1, 2.0, "x"]]),
+        ("eval_points", [[1, 2.0, None, 4]]),
+        ("trigger", "cron"),
+        ("git_sha", "XYZ"),
+        ("wall_s", -1),
+    ],
+)
+def test_fast_checker_agrees_with_jsonschema_on_session_mutations(dotted: str, value: Any) -> None:
+    doc = _mutate(make_session(), dotted, value)
+    assert fastschema.is_valid(doc, "session") == schema.validator("session").is_valid(doc)
+
+
+def test_every_shipped_schema_compiles() -> None:
+    for name in schema.SCHEMA_NAMES:
+        fastschema.checker(name)
+
+
+def test_validate_reports_the_jsonschema_message_for_an_invalid_document() -> None:
+    doc = _mutate(_metadata(), "checkpoints.0.status", "gone")
+    with pytest.raises(Exception) as fast_error:
+        fastschema.validate(doc, "metadata", "m.json")
+    with pytest.raises(Exception) as slow_error:
+        schema.validate(doc, "metadata", "m.json")
+    assert str(fast_error.value) == str(slow_error.value)
+    assert str(fast_error.value).startswith("Error: m.json:$.checkpoints[0].status: ")
