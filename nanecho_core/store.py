@@ -10,9 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanecho_core import schema
+from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import append_line, atomic_write_json, dumps_line, parse_json, read_json, safe_join
+from nanecho_core.fsio import (
+    append_line,
+    atomic_write_bytes,
+    dumps_canonical,
+    dumps_line,
+    parse_json,
+    read_json,
+    safe_join,
+    sha256_bytes,
+)
 
 METADATA_FILE = "cache/metadata.json"
 SESSIONS_FILE = "sessions.jsonl"
@@ -20,6 +29,10 @@ SUMMARY_FILE = "training_summary.json"
 CHECKPOINTS_DIR = "cache/checkpoints"
 DATA_CACHE_DIR = "cache/data"
 LOCK_FILE = ".lock"
+# sha256 of the metadata.json bytes this process family last wrote after validating them: when the
+# file still has exactly those bytes, readers may skip re-validation (10,000 entries parse + check
+# costs more than the whole 0.5 s budget of `meta-update record`). Local, never committed.
+VERIFIED_FILE = ".metadata.verified"
 PROGRESS_DIR = ".training-progress"
 
 
@@ -58,6 +71,10 @@ class RunPaths:
     def lock(self) -> Path:
         return self.dir / LOCK_FILE
 
+    @property
+    def verified(self) -> Path:
+        return self.dir / VERIFIED_FILE
+
     def checkpoint_file(self, relative: str) -> Path:
         """A checkpoint's `file` field resolved under the run dir, refusing escapes."""
         return safe_join(self.dir, relative, what="checkpoint file")
@@ -88,9 +105,12 @@ def run_paths(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> RunP
     return RunPaths(root=root_path, dir=run_dir)
 
 
+METADATA_VERSION = 2
+
+
 def empty_index(run: str) -> dict[str, Any]:
     return {
-        "schema_version": schema.current_version("metadata"),
+        "schema_version": METADATA_VERSION,
         "run": run,
         "quality": {"metric": "val_loss", "mode": "min"},
         "best_id": None,
@@ -101,17 +121,58 @@ def empty_index(run: str) -> dict[str, Any]:
 
 def load_metadata(paths: RunPaths, *, missing_ok: bool = True) -> dict[str, Any]:
     """The validated index; an empty one when the file does not exist yet (and missing_ok)."""
-    if not paths.metadata.exists():
+    data = read_metadata_bytes(paths)
+    if data is None:
         if missing_ok:
             return empty_index(paths.name)
         raise NanechoError("metadata index not found", paths.metadata)
-    return dict(schema.load(paths.metadata, "metadata"))
+    return parse_metadata(paths, data)
+
+
+def read_metadata_bytes(paths: RunPaths) -> bytes | None:
+    """The raw bytes of metadata.json, or None when it does not exist."""
+    try:
+        return paths.metadata.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError as exc:
+        raise NanechoError("is a directory, expected a JSON file", paths.metadata) from exc
+    except OSError as exc:
+        raise NanechoError(f"cannot read: {exc.strerror or exc}", paths.metadata) from exc
+
+
+def parse_metadata(paths: RunPaths, data: bytes) -> dict[str, Any]:
+    """Parse metadata bytes; validation is skipped only when the bytes are the ones last verified."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NanechoError("not UTF-8 text", paths.metadata) from exc
+    doc = parse_json(text, paths.metadata)
+    if not is_verified(paths, data):
+        fastschema.validate(doc, "metadata", paths.metadata)
+    return dict(doc)
+
+
+def is_verified(paths: RunPaths, data: bytes) -> bool:
+    """True when `data` is byte-identical to the metadata last written (validated) by a writer."""
+    try:
+        stamp = paths.verified.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return stamp == sha256_bytes(data)
 
 
 def save_metadata(paths: RunPaths, doc: dict[str, Any]) -> None:
     """Validate, then write atomically: a document that fails validation writes nothing."""
-    schema.validate(doc, "metadata", paths.metadata)
-    atomic_write_json(paths.metadata, doc)
+    fastschema.validate(doc, "metadata", paths.metadata)
+    write_verified_metadata(paths, dumps_canonical(doc).encode("utf-8"))
+
+
+def write_verified_metadata(paths: RunPaths, data: bytes) -> None:
+    """Write metadata bytes the caller has validated, and stamp them as verified."""
+    paths.verified.unlink(missing_ok=True)  # a crash between the two writes must not trust stale bytes
+    atomic_write_bytes(paths.metadata, data)
+    atomic_write_bytes(paths.verified, (sha256_bytes(data) + "\n").encode("ascii"))
 
 
 def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
@@ -133,7 +194,7 @@ def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
             if number == last:
                 continue  # torn tail from an interrupted append: the session was never completed
             raise NanechoError(f"line {number + 1} is not valid JSON", paths.sessions) from None
-        schema.validate(record, "session", f"{paths.sessions}:{number + 1}")
+        fastschema.validate(record, "session", f"{paths.sessions}:{number + 1}")
         records.append(record)
     return records
 
@@ -141,7 +202,7 @@ def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
 def append_session(paths: RunPaths, record: dict[str, Any]) -> None:
     """Append one validated session record (without step.json's `checkpoints`) to sessions.jsonl."""
     line_doc = {k: v for k, v in record.items() if k != "checkpoints"}
-    schema.validate(line_doc, "session", paths.sessions)
+    fastschema.validate(line_doc, "session", paths.sessions)
     append_line(paths.sessions, dumps_line(line_doc))
 
 
@@ -160,4 +221,4 @@ def locked(paths: RunPaths) -> Iterator[None]:
 
 def read_document(path: str | os.PathLike[str], name: str) -> Any:
     """Read and validate an input document (step.json, selection.json, …) of schema `name`."""
-    return schema.validate(read_json(path), name, path)
+    return fastschema.validate(read_json(path), name, path)
