@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nanecho_core.store import empty_index, run_paths, save_metadata
+from nanecho_tools.progress_commit import app
+from tests.factories import make_entry
+from tests.gitfixtures import (
+    README,
+    RUN,
+    clone,
+    git,
+    isolated_git_env,
+    make_remote,
+    record_direct,
+    remote_file,
+    step_doc,
+    tree_snapshot,
+    write_step,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, value in isolated_git_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    return tmp_path
+
+
+@pytest.fixture
+def remote(env: Path) -> Path:
+    return make_remote(env)
+
+
+@pytest.fixture
+def work(remote: Path, env: Path) -> Path:
+    return clone(remote, env / "work")
+
+
+def _commit(work: Path, tmp: Path, *extra: str) -> tuple[int, str, str, dict | None]:
+    out = tmp / "commit-result.json"
+    out.unlink(missing_ok=True)
+    result = runner.invoke(
+        app, ["--root", str(work), "--run", RUN, "--out", str(out), "--backoff", "0.01", *extra]
+    )
+    doc = json.loads(out.read_text()) if out.exists() else None
+    return result.exit_code, result.stdout, result.stderr, doc
+
+
+def _session(work: Path, tmp: Path, writer: int, number: int) -> Path:
+    step = step_doc(writer, number)
+    record_direct(work, step)
+    return write_step(tmp / f"step-{writer}-{number}.json", step)
+
+
+def test_commit_contains_only_the_runs_small_files_under_the_bot_identity(work: Path, env: Path) -> None:
+    step = _session(work, env, 1, 1)
+    (work / RUN / "cache/checkpoints").mkdir(parents=True)
+    (work / RUN / "cache/checkpoints/ckpt.pt").write_bytes(b"w" * 10)
+    (work / "unrelated.txt").write_text("not ours")
+    code, stdout, stderr, doc = _commit(work, env, "--message-from", str(step))
+    assert code == 0, stderr
+    assert doc is not None and doc["status"] == "committed" and doc["pushed"] is False
+    assert doc["files"] == [
+        ".training-progress/.gitattributes",
+        ".training-progress/.gitignore",
+        f"{RUN}/sessions.jsonl",
+    ]
+    assert git(work, "show", "--name-only", "--format=", "HEAD").splitlines() == doc["files"]
+    assert git(work, "log", "-1", "--format=%an <%ae>|%cn <%ce>") == (
+        "nanecho-bot <nanecho-bot@users.noreply.github.com>|nanecho-bot <nanecho-bot@users.noreply.github.com>"
+    )
+    assert git(work, "config", "--get", "user.name", check=False) == ""  # identity never written to config
+    assert stdout == f"committed {doc['sha']} {doc['subject']}\n"
+    assert stderr == "committed locally (no --push)\n"
+    assert git(work, "status", "--porcelain") == "?? unrelated.txt"
+    assert git(work, "config", "merge.nanecho-metadata.driver") == "meta-update merge-driver %O %A %B"
+
+
+def test_nothing_to_commit_exits_3_and_makes_no_empty_commit(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    assert _commit(work, env)[0] == 0
+    head = git(work, "rev-parse", "HEAD")
+    code, stdout, stderr, doc = _commit(work, env)
+    assert code == 3
+    assert stdout == ""
+    assert stderr == "nothing to commit: the run's progress files match the last commit (exit 3)\n"
+    assert doc is not None and doc["status"] == "nothing" and doc["sha"] == head and doc["files"] == []
+    assert git(work, "rev-parse", "HEAD") == head
+
+
+def test_push_lands_and_result_records_sha_attempts_and_remote_ref(
+    work: Path, env: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = env / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    step = _session(work, env, 1, 1)
+    code, stdout, stderr, doc = _commit(work, env, "--message-from", str(step), "--push")
+    assert code == 0, stderr
+    assert doc is not None
+    assert (doc["status"], doc["pushed"], doc["attempts"]) == ("pushed", True, 1)
+    assert (doc["branch"], doc["remote_ref"], doc["remote"]) == (
+        "main",
+        "refs/heads/main",
+        f"origin ({remote})",
+    )
+    assert git(remote, "rev-parse", "main") == doc["sha"]
+    assert outputs.read_text() == f"sha={doc['sha']}\npushed=true\nattempts=1\n"
+    assert (
+        json.loads(remote_file(remote, f"{RUN}/sessions.jsonl"))["session_id"] == step_doc(1, 1)["session_id"]
+    )
+
+
+def test_rejected_push_rebases_onto_the_remote_and_keeps_both_sessions(
+    work: Path, env: Path, remote: Path
+) -> None:
+    other = clone(remote, env / "other")
+    _session(other, env, 2, 1)
+    assert _commit(other, env, "--push")[0] == 0
+    step = _session(work, env, 1, 1)  # work is now behind: its first push is rejected
+    code, _, stderr, doc = _commit(work, env, "--message-from", str(step), "--push")
+    assert code == 0, stderr
+    assert doc is not None and doc["attempts"] == 2 and doc["pushed"] is True
+    ids = [
+        json.loads(line)["session_id"] for line in remote_file(remote, f"{RUN}/sessions.jsonl").splitlines()
+    ]
+    assert ids == [step_doc(2, 1)["session_id"], step_doc(1, 1)["session_id"]]
+    assert git(remote, "rev-list", "--merges", "--count", "main") == "0"  # linear history
+    assert git(remote, "log", "-1", "--format=%s", "main").startswith(
+        f"nanecho(nanecho-cached-ci): session {ids[1]}"
+    )
+
+
+def test_pull_request_commits_locally_but_never_pushes(
+    work: Path, env: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "pull_request")
+    _session(work, env, 1, 1)
+    before = git(remote, "rev-parse", "main")
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 0
+    assert stderr == "pull_request event: committed locally, not pushing (pull requests never push)\n"
+    assert doc is not None and (doc["status"], doc["pushed"], doc["attempts"]) == ("committed", False, 0)
+    assert git(remote, "rev-parse", "main") == before
+
+
+def test_staged_weight_is_refused_and_nothing_is_committed(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    weight = work / RUN / "cache/checkpoints/ckpt.safetensors"
+    weight.parent.mkdir(parents=True)
+    weight.write_bytes(b"w")
+    git(work, "add", "-f", weight.relative_to(work).as_posix())
+    head = git(work, "rev-parse", "HEAD")
+    code, stdout, stderr, doc = _commit(work, env)
+    assert code == 2 and stdout == "" and doc is None
+    assert stderr.startswith(f"Error: {weight}: refusing to commit model weights")
+    assert stderr.count("\n") == 1
+    assert git(work, "rev-parse", "HEAD") == head
+
+
+def test_metadata_over_the_size_cap_is_refused(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    paths = run_paths(work, RUN)
+    index = empty_index(paths.name)
+    index["checkpoints"] = [make_entry(iteration=100 * (i + 1), val_loss=2.0) for i in range(5)]
+    save_metadata(paths, index)
+    size = paths.metadata.stat().st_size
+    assert size > 4096
+    code, _, stderr, _ = _commit(work, env, "--max-bytes", "4096")
+    assert code == 2
+    assert stderr == (
+        f"Error: {paths.metadata}: file is {size} bytes, over the 4096-byte cap (meta-update compact shrinks the index)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "malformed JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        ('{"schema_version": 1}', "does not match the session schema"),
+    ],
+)
+def test_bad_step_json_is_one_error_line_and_changes_nothing(
+    work: Path, env: Path, content: str, message: str
+) -> None:
+    _session(work, env, 1, 1)
+    step = env / "step.json"
+    step.write_text(content)
+    before = tree_snapshot(work)
+    code, _, stderr, doc = _commit(work, env, "--message-from", str(step))
+    assert code == 2 and doc is None
+    assert stderr.startswith(f"Error: {step}") and message in stderr and stderr.count("\n") == 1
+    assert tree_snapshot(work) == before
+
+
+def test_step_json_of_another_run_is_refused(work: Path, env: Path) -> None:
+    step = step_doc(1, 1)
+    step["run"] = "other-run"
+    (work / RUN).mkdir(parents=True)
+    path = write_step(env / "step.json", step)
+    code, _, stderr, _ = _commit(work, env, "--message-from", str(path))
+    assert code == 2
+    assert stderr == f"Error: {path}:$.run: session is for run 'other-run', not 'nanecho-cached-ci'\n"
+
+
+def test_run_directory_outside_the_root_is_refused(work: Path, env: Path) -> None:
+    result = runner.invoke(app, ["--root", str(work), "--run", "../elsewhere", "--out", str(env / "r.json")])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: run directory '../elsewhere' escapes " + str(work) + " (contains '..')\n"
+
+
+def test_readme_progress_block_is_committed_but_other_edits_are_refused(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    readme = work / "README.md"
+    readme.write_text(README.replace("Intro text.", "Rewritten intro."))
+    code, _, stderr, _ = _commit(work, env, "--readme", "README.md")
+    assert code == 2
+    assert (
+        stderr == f"Error: {readme}: README has changes outside the progress block; commit those yourself\n"
+    )
+    readme.write_text(README.replace("no sessions yet", "1 session, best val 2.490"))
+    code, _, stderr, doc = _commit(work, env, "--readme", "README.md")
+    assert code == 0, stderr
+    assert doc is not None and "README.md" in doc["files"]
+
+
+def test_detached_head_needs_a_branch_to_push(work: Path, env: Path) -> None:
+    git(work, "checkout", "--quiet", "--detach")
+    _session(work, env, 1, 1)
+    code, _, stderr, _ = _commit(work, env, "--push")
+    assert code == 2
+    assert (
+        stderr == f"Error: {work}: detached HEAD and no --branch: pass --branch to name the branch to push\n"
+    )
+
+
+def test_unknown_remote_is_named(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    code, _, stderr, _ = _commit(work, env, "--push", "--remote", "upstream")
+    assert code == 2
+    assert stderr == f"Error: {work}: no git remote named 'upstream' (git remote -v lists them)\n"
