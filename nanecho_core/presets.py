@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nanecho_core import schema
+from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fingerprints import model_fingerprint
+from nanecho_core.fsio import read_json
 
 # nanoGPT's CPU configuration (README "I only have a macbook"): 4 layers, 4 heads, 128 dims,
 # block 64, batch 12, dropout 0, on the byte-level corpus (vocab 256).
@@ -108,7 +109,7 @@ def resolve_config(
             if not isinstance(values, Mapping):
                 raise NanechoError(f"section {section!r} must be an object", override_path, f"$.{section}")
             config.setdefault(section, {}).update(values)
-    schema.validate(config, "config", override_path)
+    fastschema.validate(config, "config", override_path)
     model = config["model"]
     if model["n_embd"] % model["n_head"] != 0:
         raise NanechoError(
@@ -121,7 +122,7 @@ def resolve_config(
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a --config override file (any subset of the config schema)."""
-    return dict(schema.load(path, "config"))
+    return dict(fastschema.validate(read_json(path), "config", path))
 
 
 def preset_model_fingerprint(preset: str, override_path: str | Path | None = None) -> str:
