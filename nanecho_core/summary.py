@@ -1,0 +1,432 @@
+"""Derive each run's training summary from its sessions log and checkpoint index.
+
+Everything here is a pure function of the run files: the same inputs give byte-identical
+training_summary.json and PROGRESS.md (no "generated at" stamps; times come from the data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import os
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanecho_core import fastschema
+from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import atomic_write_text, dumps_canonical
+from nanecho_core.store import PROGRESS_DIR, RunPaths, load_metadata, read_sessions, run_paths
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FILE = "PROGRESS.md"
+SUMMARY_SCHEMA_VERSION = 1  # schemas/summary.schema.json
+RECENT_SESSIONS = 20  # rows in tables and in the JSON's `recent`
+TREND_WINDOW = 5  # sessions the trend looks back over
+CURVE_POINTS = 32  # points of the best-loss-over-tokens curve kept in the JSON
+FLAGGED_KEPT = 50  # newest flagged sessions listed in the JSON (counts cover all)
+# A resumed checkpoint this much worse (relative) than the best known is a regression:
+# small enough to catch real regressions, large enough to ignore eval noise of a re-evaluation.
+REGRESSION_TOLERANCE = 0.01
+TREND_TOLERANCE = 0.01
+RESUME_SOURCES = ("cache", "artifact", "fresh", "init")
+STOP_REASONS = ("budget_iters", "budget_time", "signal", "early_stop", "error")
+# Flags: the first two make a session a reset, the third a regression.
+FRESH_RESTART = "fresh_restart"
+OLDER_CHECKPOINT = "older_checkpoint"
+WORSE_CHECKPOINT = "worse_checkpoint"
+RESET_FLAGS = (FRESH_RESTART, OLDER_CHECKPOINT)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One session as the renderers need it: ordered, with cumulative tokens and flags."""
+
+    index: int  # 1-based position in the run's history
+    record: dict[str, Any]
+    tokens_before: int  # tokens trained by all earlier sessions (the cumulative-token axis)
+    tokens: int  # tokens trained in this session
+    flags: tuple[str, ...]
+    prior_max_iteration: int
+    best_known_val_loss: float | None
+    resumed_val_loss: float | None
+    best_after: float | None  # the run's best val loss once this session ended
+
+    @property
+    def session_id(self) -> str:
+        return str(self.record["session_id"])
+
+    @property
+    def is_reset(self) -> bool:
+        return any(f in RESET_FLAGS for f in self.flags)
+
+    @property
+    def is_regression(self) -> bool:
+        return WORSE_CHECKPOINT in self.flags
+
+    def eval_curve(self) -> list[tuple[float, float]]:
+        """(cumulative tokens, val loss) of every evaluation in this session."""
+        rec = self.record
+        start, end = rec["start_iteration"], rec["end_iteration"]
+        points: list[tuple[float, float]] = []
+        for point in rec.get("eval_points") or []:
+            it, val = point[0], point[1]
+            frac = (it - start) / (end - start) if end > start else 1.0
+            points.append((self.tokens_before + self.tokens * min(max(frac, 0.0), 1.0), float(val)))
+        if not points and rec["end_val_loss"] is not None:
+            if rec["start_val_loss"] is not None:
+                points.append((float(self.tokens_before), float(rec["start_val_loss"])))
+            points.append((float(self.tokens_before + self.tokens), float(rec["end_val_loss"])))
+        return points
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run's derived summary document plus the ordered sessions behind it."""
+
+    paths: RunPaths
+    summary: dict[str, Any]
+    sessions: list[SessionRow]
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+
+def _timestamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def order_sessions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sessions by start time (then id), duplicates dropped.
+
+    sessions.jsonl is merged with `merge=union`, so two sides of a rebase may interleave or repeat
+    lines; ordering by content makes the summary independent of the merge order.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for record in records:
+        seen.setdefault(record["session_id"], record)
+    return sorted(seen.values(), key=lambda r: (_timestamp(r["started_at"]), r["session_id"]))
+
+
+def _session_tokens(rec: dict[str, Any]) -> int:
+    trained = rec["end_iteration"] - rec["start_iteration"]
+    tokens_seen = rec.get("tokens_seen")
+    if tokens_seen and rec["end_iteration"] > 0:
+        return max(0, round(tokens_seen * trained / rec["end_iteration"]))
+    if rec.get("tokens_per_s"):
+        return max(0, round(rec["tokens_per_s"] * rec["wall_s"]))
+    return 0
+
+
+def _session_best(rec: dict[str, Any]) -> float | None:
+    values = [v for v in (rec["best_val_loss"], rec["end_val_loss"]) if v is not None]
+    values += [p[1] for p in rec.get("eval_points") or []]
+    return min(values) if values else None
+
+
+def derive_rows(records: Sequence[dict[str, Any]], checkpoint_losses: dict[str, float]) -> list[SessionRow]:
+    """Order sessions and flag resets and regressions.
+
+    What a session "knew" is what had ended before it started: two CI jobs racing from the same
+    checkpoint are not a reset, a job that starts from scratch an hour after progress was made is.
+    """
+    ordered = order_sessions(records)
+    pending: list[tuple[dt.datetime, int, int, float | None]] = []  # (ended_at, n, end_iter, best)
+    known_max_iter = 0
+    known_best: float | None = None
+    run_best: float | None = None
+    tokens_so_far = 0
+    rows: list[SessionRow] = []
+    for number, rec in enumerate(ordered):
+        started = _timestamp(rec["started_at"])
+        while pending and pending[0][0] <= started:
+            _, _, end_iter, best = heapq.heappop(pending)
+            known_max_iter = max(known_max_iter, end_iter)
+            if best is not None and (known_best is None or best < known_best):
+                known_best = best
+        flags: list[str] = []
+        source = rec["resume_source"]
+        if source == "fresh" and known_max_iter > 0:
+            flags.append(FRESH_RESTART)
+        elif source != "fresh" and rec["start_iteration"] < known_max_iter:
+            flags.append(OLDER_CHECKPOINT)
+        resumed_loss: float | None = None
+        if source != "fresh":
+            resumed_id = rec.get("resumed_from") or rec.get("init_from")
+            resumed_loss = checkpoint_losses.get(resumed_id or "", rec["start_val_loss"])
+            if (
+                resumed_loss is not None
+                and known_best is not None
+                and resumed_loss > known_best * (1 + REGRESSION_TOLERANCE)
+            ):
+                flags.append(WORSE_CHECKPOINT)
+        tokens = _session_tokens(rec)
+        best = _session_best(rec)
+        if best is not None and (run_best is None or best < run_best):
+            run_best = best
+        rows.append(
+            SessionRow(
+                index=number + 1,
+                record=rec,
+                tokens_before=tokens_so_far,
+                tokens=tokens,
+                flags=tuple(flags),
+                prior_max_iteration=known_max_iter,
+                best_known_val_loss=known_best,
+                resumed_val_loss=resumed_loss,
+                best_after=run_best,
+            )
+        )
+        tokens_so_far += tokens
+        heapq.heappush(pending, (_timestamp(rec["ended_at"]), number, rec["end_iteration"], best))
+    return rows
+
+
+def best_curve(rows: Sequence[SessionRow]) -> list[tuple[float, float]]:
+    """(cumulative tokens, best val loss so far) at every improvement."""
+    curve: list[tuple[float, float]] = []
+    best: float | None = None
+    for row in rows:
+        for x, val in row.eval_curve():
+            if best is None or val < best:
+                best = val
+                curve.append((x, val))
+    return curve
+
+
+def downsample(points: Sequence[Any], limit: int) -> list[Any]:
+    """At most `limit` items, evenly spread, always keeping the first and the last."""
+    if len(points) <= limit:
+        return list(points)
+    if limit <= 1:
+        return [points[-1]]
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def session_row_doc(row: SessionRow) -> dict[str, Any]:
+    rec = row.record
+    return {
+        "index": row.index,
+        "session_id": row.session_id,
+        "started_at": rec["started_at"],
+        "preset": rec["preset"],
+        "trigger": rec["trigger"],
+        "resume_source": rec["resume_source"],
+        "resumed_from": rec["resumed_from"],
+        "start_iteration": rec["start_iteration"],
+        "end_iteration": rec["end_iteration"],
+        "start_val_loss": rec["start_val_loss"],
+        "end_val_loss": rec["end_val_loss"],
+        "tokens": row.tokens,
+        "tokens_per_s": _round(rec["tokens_per_s"], 1),
+        "wall_s": _round(rec["wall_s"]),
+        "stop_reason": rec["stop_reason"],
+        "flags": list(row.flags),
+    }
+
+
+def _flag_doc(row: SessionRow) -> dict[str, Any]:
+    return {
+        "index": row.index,
+        "session_id": row.session_id,
+        "flags": list(row.flags),
+        "resume_source": row.record["resume_source"],
+        "start_iteration": row.record["start_iteration"],
+        "prior_max_iteration": row.prior_max_iteration,
+        "resumed_val_loss": row.resumed_val_loss,
+        "best_known_val_loss": row.best_known_val_loss,
+        "regression_allowed": bool(row.record.get("regression_allowed", False)),
+    }
+
+
+def _trend(rows: Sequence[SessionRow]) -> dict[str, Any]:
+    values = [r.record["end_val_loss"] for r in rows[-TREND_WINDOW:] if r.record["end_val_loss"] is not None]
+    doc: dict[str, Any] = {"window": TREND_WINDOW, "points": len(values)}
+    if len(values) < 2:
+        return doc | {"first_val_loss": None, "last_val_loss": None, "delta": None, "direction": "unknown"}
+    first, last = values[0], values[-1]
+    delta = last - first
+    direction = "flat"
+    if delta < -TREND_TOLERANCE * first:
+        direction = "improving"
+    elif delta > TREND_TOLERANCE * first:
+        direction = "worsening"
+    return doc | {"first_val_loss": first, "last_val_loss": last, "delta": delta, "direction": direction}
+
+
+def _best(index: dict[str, Any], rows: Sequence[SessionRow]) -> dict[str, Any]:
+    entries = {e["id"]: e for e in index["checkpoints"]}
+    entry = entries.get(index["best_id"] or "")
+    if entry is not None and entry["metrics"]["val_loss"] is not None:
+        return {
+            "source": "index",
+            "checkpoint_id": entry["id"],
+            "session_id": entry["session_id"],
+            "iteration": entry["iteration"],
+            "val_loss": entry["metrics"]["val_loss"],
+        }
+    scored = [(b, r) for r in rows if (b := _session_best(r.record)) is not None]
+    if not scored:
+        return {
+            "source": "none",
+            "checkpoint_id": None,
+            "session_id": None,
+            "iteration": None,
+            "val_loss": None,
+        }
+    value, row = min(scored, key=lambda pair: (pair[0], pair[1].index))
+    return {
+        "source": "sessions",
+        "checkpoint_id": None,
+        "session_id": row.session_id,
+        "iteration": row.record["end_iteration"],
+        "val_loss": value,
+    }
+
+
+def run_summary(paths: RunPaths, index: dict[str, Any], rows: Sequence[SessionRow]) -> dict[str, Any]:
+    """The `runs.<name>` object of training_summary.json."""
+    last = rows[-1].record if rows else None
+    speeds = [r.record["tokens_per_s"] for r in rows if r.record["tokens_per_s"]]
+    statuses = {s: 0 for s in ("ok", "missing", "corrupt", "pruned")}
+    for entry in index["checkpoints"]:
+        statuses[entry["status"]] += 1
+    flagged = [r for r in rows if r.flags]
+    curve = best_curve(rows)
+    return {
+        "run": paths.name,
+        "dir": Path(os.path.relpath(paths.dir, paths.root)).as_posix(),
+        "preset": last["preset"] if last else None,
+        "presets": sorted({r.record["preset"] for r in rows}),
+        "sessions": len(rows),
+        "iterations_trained": sum(
+            max(0, r.record["end_iteration"] - r.record["start_iteration"]) for r in rows
+        ),
+        "latest_iteration": last["end_iteration"] if last else 0,
+        "max_iteration": max((r.record["end_iteration"] for r in rows), default=0),
+        "tokens_trained": sum(r.tokens for r in rows),
+        "wall_s": round(sum(r.record["wall_s"] for r in rows), 3),
+        "tokens_per_s_median": _round(statistics.median(speeds) if speeds else None, 1),
+        "first_started_at": rows[0].record["started_at"] if rows else None,
+        "last_ended_at": max((r.record["ended_at"] for r in rows), key=_timestamp, default=None),
+        "best": _best(index, rows),
+        "latest": None
+        if last is None
+        else {
+            "session_id": last["session_id"],
+            "checkpoint_id": index["latest_id"],
+            "end_iteration": last["end_iteration"],
+            "end_val_loss": last["end_val_loss"],
+            "ended_at": last["ended_at"],
+        },
+        "trend": _trend(rows),
+        "resets": sum(1 for r in rows if r.is_reset),
+        "regressions": sum(1 for r in rows if r.is_regression),
+        "flagged": [_flag_doc(r) for r in flagged[-FLAGGED_KEPT:]],
+        "resume_sources": {s: sum(1 for r in rows if r.record["resume_source"] == s) for s in RESUME_SOURCES},
+        "stop_reasons": {s: sum(1 for r in rows if r.record["stop_reason"] == s) for s in STOP_REASONS},
+        "checkpoints": {"indexed": len(index["checkpoints"]), **statuses},
+        "recent": [session_row_doc(r) for r in rows[-RECENT_SESSIONS:]],
+        "curve": [[round(x), v] for x, v in downsample(curve, CURVE_POINTS)],
+    }
+
+
+def build_run(paths: RunPaths) -> RunView:
+    """Read (and validate) one run's files and derive its summary."""
+    if not paths.dir.is_dir():
+        raise NanechoError("run directory not found", paths.dir)
+    index = load_metadata(paths)
+    records = read_sessions(paths)
+    for rec in records:
+        if rec["end_iteration"] < rec["start_iteration"]:
+            raise NanechoError(
+                f"session {rec['session_id']}: end_iteration {rec['end_iteration']} is before "
+                f"start_iteration {rec['start_iteration']}",
+                paths.sessions,
+            )
+    losses = {e["id"]: e["metrics"]["val_loss"] for e in index["checkpoints"] if e["metrics"]["val_loss"]}
+    rows = derive_rows(records, losses)
+    summary = run_summary(paths, index, rows)
+    return RunView(paths=paths, summary=summary, sessions=rows)
+
+
+def summary_document(views: Sequence[RunView]) -> dict[str, Any]:
+    """A training_summary document (schema `summary`) over `views`."""
+    doc = {"schema_version": SUMMARY_SCHEMA_VERSION, "runs": {v.name: v.summary for v in views}}
+    return fastschema.validate(doc, "summary", "training_summary.json")
+
+
+def discover_runs(root: Path) -> list[RunPaths]:
+    """Subdirectories of <root>/.training-progress holding sessions.jsonl or cache/metadata.json."""
+    base = root / PROGRESS_DIR
+    if not base.is_dir():
+        return []
+    found = []
+    for child in sorted(base.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            paths = RunPaths(root=root, dir=child)
+            if paths.sessions.is_file() or paths.metadata.is_file():
+                found.append(run_paths(root, f"{PROGRESS_DIR}/{child.name}"))
+    return found
+
+
+def collect(root: Path, runs: Sequence[RunPaths] | None = None) -> tuple[list[RunView], list[RunView]]:
+    """(selected runs, every run for PROGRESS.md): the given runs plus the discovered ones."""
+    discovered = discover_runs(root)
+    selected = list(runs) if runs else discovered
+    if not selected:
+        raise NanechoError(f"no runs found under {PROGRESS_DIR}/ (give --run)", root)
+    everything: dict[str, RunPaths] = {}
+    for paths in [*discovered, *selected]:
+        other = everything.get(paths.name)
+        if other is not None and other.dir.resolve() != paths.dir.resolve():
+            raise NanechoError(f"two runs are named {paths.name!r}: {other.dir} and {paths.dir}", paths.dir)
+        everything[paths.name] = paths
+    views = {name: build_run(p) for name, p in sorted(everything.items())}
+    chosen = sorted({p.name for p in selected})
+    return [views[n] for n in chosen], list(views.values())
+
+
+def progress_path(root: Path) -> Path:
+    return root / PROGRESS_DIR / PROGRESS_FILE
+
+
+def render_outputs(selected: Sequence[RunView], all_views: Sequence[RunView]) -> dict[Path, str]:
+    """Every derived file's path and content (nothing written yet)."""
+    from nanecho_core.summary_md import progress_markdown
+
+    outputs = {v.paths.summary: dumps_canonical(summary_document([v])) for v in selected}
+    root = selected[0].paths.root
+    outputs[progress_path(root)] = progress_markdown(all_views)
+    return outputs
+
+
+def write_outputs(outputs: dict[Path, str]) -> list[Path]:
+    """Write derived files atomically; files whose content is already right are left untouched."""
+    for path, text in outputs.items():
+        try:
+            unchanged = path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            unchanged = False
+        if not unchanged:
+            atomic_write_text(path, text)
+    return list(outputs)
+
+
+def regenerate(root: Path, runs: list[RunPaths] | None = None) -> list[Path]:
+    """Rewrite each run's training_summary.json and .training-progress/PROGRESS.md; return their paths.
+
+    `runs` defaults to every run under .training-progress; PROGRESS.md always covers all runs.
+    """
+    selected, all_views = collect(Path(root), runs)
+    return write_outputs(render_outputs(selected, all_views))
