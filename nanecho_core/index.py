@@ -1,0 +1,355 @@
+"""Index operations on cache/metadata.json: best/latest, record a session, one-off fixes.
+
+Rules (docs/metadata.md):
+- Entries are kept sorted by (created_at, id), so a record appends and a merge is deterministic.
+- `latest_id`: the newest entry (created_at, then iteration, then id) whose status is `ok` or
+  `missing` (weights that exist or may exist in another tier) and that is not tagged `suspect*`.
+- `best_id`: among those, the best by the index's quality metric/mode, but only on the eval set of
+  the latest entry: losses measured on different eval sets are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanecho_core import fastschema
+from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import dumps_canonical, parse_json, read_json, safe_join
+from nanecho_core.store import (
+    RunPaths,
+    append_session,
+    is_verified,
+    load_metadata,
+    read_metadata_bytes,
+    save_metadata,
+    write_verified_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+ELIGIBLE_STATUSES = ("ok", "missing")
+SUSPECT_PREFIX = "suspect"
+
+
+def time_key(stamp: str) -> tuple[str, str]:
+    """Sortable key of an RFC 3339 `...Z` stamp ("…:29Z" sorts before "…:29.3Z")."""
+    return (stamp[:19], stamp[19:-1])
+
+
+def sort_key(entry: dict[str, Any]) -> tuple[tuple[str, str], str]:
+    return (time_key(entry["created_at"]), entry["id"])
+
+
+def latest_key(entry: dict[str, Any]) -> tuple[tuple[str, str], int, str]:
+    return (time_key(entry["created_at"]), entry["iteration"], entry["id"])
+
+
+def is_eligible(entry: dict[str, Any]) -> bool:
+    """Counts for best/latest: weights exist (or may, in another tier) and nothing flagged it."""
+    suspect = any(tag.startswith(SUSPECT_PREFIX) for tag in entry["tags"])
+    return entry["status"] in ELIGIBLE_STATUSES and not suspect
+
+
+def metric_of(entry: dict[str, Any], metric: str) -> float | None:
+    value = entry["metrics"].get(metric)
+    return None if value is None else float(value)
+
+
+def pick_latest(entries: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    return max((e for e in entries if is_eligible(e)), key=latest_key, default=None)
+
+
+def pick_best(
+    entries: Iterable[dict[str, Any]], metric: str, mode: str, eval_fingerprint: str | None
+) -> dict[str, Any] | None:
+    """Best by metric on one eval set; ties go to the later checkpoint."""
+    scored = [
+        e
+        for e in entries
+        if is_eligible(e) and metric_of(e, metric) is not None and e["eval_fingerprint"] == eval_fingerprint
+    ]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return min(scored, key=lambda e: (sign * (metric_of(e, metric) or 0.0), _neg(latest_key(e))))
+
+
+def _neg(key: tuple[tuple[str, str], int, str]) -> tuple[Any, ...]:
+    # min() over (score, later-first): invert the latest key without losing its order.
+    (day, frac), iteration, cid = key
+    return (tuple(-ord(c) for c in day + "\x00" + frac), -iteration, tuple(-ord(c) for c in cid))
+
+
+def recompute(doc: dict[str, Any]) -> dict[str, Any]:
+    """Sort entries canonically and recompute best_id/latest_id in place; returns doc."""
+    doc["checkpoints"].sort(key=sort_key)
+    latest = pick_latest(doc["checkpoints"])
+    quality = doc["quality"]
+    best = pick_best(
+        doc["checkpoints"], quality["metric"], quality["mode"], latest["eval_fingerprint"] if latest else None
+    )
+    doc["latest_id"] = latest["id"] if latest else None
+    doc["best_id"] = best["id"] if best else None
+    return doc
+
+
+def find(doc: dict[str, Any], cid: str) -> dict[str, Any]:
+    for entry in doc["checkpoints"]:
+        if entry["id"] == cid:
+            return entry
+    raise NanechoError(f"no checkpoint {cid!r} in the index")
+
+
+# --- record -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    session_id: str
+    added: list[str]
+    skipped: list[str]
+    session_appended: bool
+    best_id: str | None
+    best_file: str | None
+    latest_id: str | None
+    fast_path: bool
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added) or self.session_appended
+
+
+def load_step(path: str | Path) -> dict[str, Any]:
+    """Read and validate a step.json (a session record with `checkpoints`)."""
+    return dict(fastschema.validate(read_json(path), "session", path))
+
+
+def record_session(
+    paths: RunPaths, step: dict[str, Any], step_path: str | Path = "step.json"
+) -> RecordResult:
+    """Add a session and its checkpoints to the run; idempotent. Caller holds store.locked(paths)."""
+    if step["run"] != paths.name:
+        raise NanechoError(f"session belongs to run {step['run']!r}, not {paths.name!r}", step_path, "$.run")
+    entries = list(step.get("checkpoints", []))
+    for number, entry in enumerate(entries):
+        try:
+            safe_join(paths.dir, entry["file"], what="checkpoint file")
+        except NanechoError as exc:
+            raise NanechoError(exc.message, step_path, f"$.checkpoints[{number}].file") from None
+    ids = [e["id"] for e in entries]
+    if len(set(ids)) != len(ids):
+        raise NanechoError("duplicate checkpoint ids", step_path, "$.checkpoints")
+    fast = _record_fast(paths, entries)
+    if fast is None:
+        doc = load_metadata(paths)
+        known = {e["id"] for e in doc["checkpoints"]}
+        added = [e for e in entries if e["id"] not in known]
+        doc["checkpoints"].extend(added)
+        recompute(doc)
+        if added:
+            save_metadata(paths, doc)
+        best = next((e for e in doc["checkpoints"] if e["id"] == doc["best_id"]), None)
+        outcome = ([e["id"] for e in added], doc["best_id"], best["file"] if best else None, doc["latest_id"])
+    else:
+        outcome = fast
+    added_ids, best_id, best_file, latest_id = outcome
+    appended = not _session_logged(paths, step["session_id"])
+    if appended:
+        append_session(paths, step)
+    return RecordResult(
+        session_id=step["session_id"],
+        added=added_ids,
+        skipped=[i for i in ids if i not in added_ids],
+        session_appended=appended,
+        best_id=best_id,
+        best_file=best_file,
+        latest_id=latest_id,
+        fast_path=fast is not None,
+    )
+
+
+def _session_logged(paths: RunPaths, session_id: str) -> bool:
+    try:
+        data = paths.sessions.read_bytes()
+    except FileNotFoundError:
+        return False
+    needle = re.compile(rb'"session_id"\s*:\s*' + re.escape(json.dumps(session_id).encode()))
+    return needle.search(data) is not None
+
+
+_ARRAY_OPEN = '\n  "checkpoints": [\n'
+_ARRAY_CLOSE = '\n  ],\n  "latest_id": '
+_ENTRY_OPEN = "\n    {\n"
+_ENTRY_CLOSE = "\n    }"
+
+
+def _id_line(cid: str) -> str:
+    return f'\n      "id": {json.dumps(cid)},\n'
+
+
+def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[Any, ...] | None:
+    """Splice new entries into verified canonical bytes without parsing the whole index.
+
+    Returns (added ids, best_id, best_file, latest_id), or None when the slow path must decide
+    (no verified file, empty index, entries not in append order, or the eval set changed).
+    The result is byte-identical to the slow path (tests assert it).
+    """
+    data = read_metadata_bytes(paths)
+    if data is None or not is_verified(paths, data):
+        return None
+    text = data.decode("utf-8")
+    start = text.find(_ARRAY_OPEN)
+    end = text.find(_ARRAY_CLOSE, start)
+    if start < 0 or end < 0:
+        return None
+    new = [e for e in entries if _id_line(e["id"]) not in text]
+    head = parse_json(text[:start] + '\n  "checkpoints": []\n}')
+    tail = parse_json("{" + text[end + len("\n  ],") :])
+    last = _entry_text(text, text.rfind(_ENTRY_OPEN, start, end), end)
+    old_latest = _entry_by_id(text, tail["latest_id"], start, end)
+    old_best = _entry_by_id(text, head["best_id"], start, end)
+    if not new:
+        best_file = old_best["file"] if old_best else None
+        return ([], head["best_id"], best_file, tail["latest_id"])
+    ordered = sorted(new, key=sort_key)
+    if [e["id"] for e in ordered] != [e["id"] for e in new] or sort_key(new[0]) <= sort_key(last):
+        return None
+    latest = pick_latest([*([old_latest] if old_latest else []), *new])
+    if old_latest and latest and latest["eval_fingerprint"] != old_latest["eval_fingerprint"]:
+        return None
+    quality = tail["quality"]
+    pool = [*([old_best] if old_best else []), *new]
+    best = pick_best(pool, quality["metric"], quality["mode"], latest["eval_fingerprint"] if latest else None)
+    check = fastschema.checker("metadata", "checkpoint")
+    if not all(check(e) for e in new):
+        return None
+    block = "".join("," + _indent(dumps_canonical(e), 4) for e in new)
+    best_id = best["id"] if best else None
+    latest_id = latest["id"] if latest else None
+    out = (
+        text[:start].replace(
+            f'\n  "best_id": {json.dumps(head["best_id"])},', f'\n  "best_id": {json.dumps(best_id)},'
+        )
+        + text[start:end]
+        + block
+        + text[end:].replace(
+            f'\n  "latest_id": {json.dumps(tail["latest_id"])},',
+            f'\n  "latest_id": {json.dumps(latest_id)},',
+            1,
+        )
+    )
+    write_verified_metadata(paths, out.encode("utf-8"))
+    return ([e["id"] for e in new], best_id, best["file"] if best else None, latest_id)
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n" + "\n".join(pad + line for line in text.rstrip("\n").split("\n"))
+
+
+def _entry_text(text: str, open_at: int, limit: int) -> dict[str, Any]:
+    close = text.find(_ENTRY_CLOSE, open_at + 1, limit + 1)
+    return dict(json.loads(text[open_at + 1 : close + len(_ENTRY_CLOSE)]))
+
+
+def _entry_by_id(text: str, cid: str | None, start: int, end: int) -> dict[str, Any] | None:
+    if cid is None:
+        return None
+    at = text.find(_id_line(cid), start, end)
+    if at < 0:
+        return None
+    return _entry_text(text, text.rfind(_ENTRY_OPEN, start, at), end)
+
+
+# --- one-off fixes ----------------------------------------------------------------------------
+
+# Fields `set` may change; id, best/latest and lineage-defining identity are not hand-editable.
+SETTABLE = {
+    "file", "sha256", "bytes", "iteration", "tokens_seen", "created_at", "session_id", "parent_id",
+    "model_fingerprint", "data_fingerprint", "eval_fingerprint", "status",
+    "metrics.train_loss", "metrics.val_loss", "metrics.val_bpb", "metrics.lr",
+    "tokenizer.name", "tokenizer.vocab_size",
+    "storage.cache_key", "storage.artifact_name", "storage.present_locally",
+    "model.n_layer", "model.n_head", "model.n_embd", "model.block_size", "model.vocab_size",
+    "model.dropout", "model.bias",
+}  # fmt: skip
+
+
+def parse_value(text: str) -> Any:
+    """A command-line VALUE: JSON when it parses (2.5, null, true, "x"), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def set_field(doc: dict[str, Any], cid: str, field: str, value: Any) -> tuple[Any, Any]:
+    """Set one field of one entry; returns (old, new). The caller validates and saves."""
+    if field not in SETTABLE:
+        allowed = ", ".join(sorted(SETTABLE))
+        raise NanechoError(f"unknown or read-only field {field!r}; settable fields: {allowed}")
+    entry = find(doc, cid)
+    node = entry
+    parts = field.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    old = node.get(parts[-1])
+    node[parts[-1]] = value
+    entry["notes"].append(f"meta-update set {field}: {json.dumps(old)} -> {json.dumps(value)}")
+    return old, value
+
+
+def add_tag(doc: dict[str, Any], cid: str, tag: str) -> bool:
+    entry = find(doc, cid)
+    if tag in entry["tags"]:
+        return False
+    entry["tags"].append(tag)
+    return True
+
+
+def add_note(doc: dict[str, Any], cid: str, text: str) -> None:
+    find(doc, cid)["notes"].append(text)
+
+
+def remove_entry(doc: dict[str, Any], cid: str) -> dict[str, Any]:
+    """Drop an entry from the index (its file stays); refused while it is another entry's parent."""
+    entry = find(doc, cid)
+    children = [e["id"] for e in doc["checkpoints"] if e["parent_id"] == cid]
+    if children:
+        raise NanechoError(f"{cid} is the parent of {', '.join(children)}; remove or re-parent those first")
+    doc["checkpoints"].remove(entry)
+    return entry
+
+
+def mark_missing(paths: RunPaths, doc: dict[str, Any]) -> list[str]:
+    """Entries marked `ok` whose file is gone become `missing`; returns their ids."""
+    changed = []
+    for entry in doc["checkpoints"]:
+        if entry["status"] == "ok" and not paths.checkpoint_file(entry["file"]).is_file():
+            entry["status"] = "missing"
+            entry["storage"]["present_locally"] = False
+            changed.append(entry["id"])
+    return changed
+
+
+def rescore(doc: dict[str, Any], metric: str | None, mode: str | None) -> tuple[str | None, str | None]:
+    """Change the quality metric/mode and recompute; returns (old best, new best)."""
+    old = doc["best_id"]
+    if metric is not None:
+        doc["quality"]["metric"] = metric
+    if mode is not None:
+        doc["quality"]["mode"] = mode
+    recompute(doc)
+    return old, doc["best_id"]
+
+
+def update(paths: RunPaths, doc: dict[str, Any]) -> None:
+    """Recompute best/latest, validate, write atomically (nothing written when invalid)."""
+    recompute(doc)
+    save_metadata(paths, doc)

@@ -1,0 +1,299 @@
+"""Which checkpoint a session resumes from, why every other candidate was rejected, and the
+regression guard that refuses to silently restart from scratch (docs/metadata.md#selection).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanecho_core import fastschema
+from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import parse_json, sha256_file
+from nanecho_core.index import SUSPECT_PREFIX, latest_key, metric_of, time_key
+from nanecho_core.store import RunPaths, load_metadata
+
+log = logging.getLogger(__name__)
+
+SELECTION_VERSION = 1
+# Regression guard. "Much better": the index recorded a metric more than 5 % (relative) better
+# than the chosen checkpoint's. "Much later": it recorded an iteration more than
+# max(1000, 25 % of that iteration) beyond the chosen one (fresh counts as iteration 0).
+BETTER_TOLERANCE = 0.05
+LATER_MIN_ITERS = 1000
+LATER_FRACTION = 0.25
+TIER_ORDER = {"cache": 0, "artifact": 1}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry: dict[str, Any]
+    tier: str  # "cache" or "artifact"
+    path: Path
+    origin: str  # "index", "sidecar" or "step.json"
+
+
+def select_checkpoint(
+    paths: RunPaths,
+    *,
+    model_fingerprint: str,
+    metric: str = "val_loss",
+    mode: str = "min",
+    artifact_dir: Path | None = None,
+    allow_fresh: bool = False,
+) -> dict[str, Any]:
+    """The selection document (schema `selection`); raises NanechoError on an unallowed regression."""
+    index = load_metadata(paths)
+    rejected: list[dict[str, str]] = []
+    candidates = _cache_candidates(paths, index, rejected)
+    if artifact_dir is not None:
+        candidates += _artifact_candidates(artifact_dir, rejected)
+
+    compatible = []
+    for cand in candidates:
+        reason = _incompatibility(cand.entry, model_fingerprint, metric)
+        if reason:
+            rejected.append(_reject(cand, reason))
+        else:
+            compatible.append(cand)
+    newest = max(compatible, key=lambda c: time_key(c.entry["created_at"]), default=None)
+    eval_fp = newest.entry["eval_fingerprint"] if newest else None
+    comparable = []
+    for cand in compatible:
+        if cand.entry["eval_fingerprint"] != eval_fp:
+            other = cand.entry["eval_fingerprint"][:12]
+            rejected.append(
+                _reject(
+                    cand,
+                    f"eval set {other} differs from the newest eval set {str(eval_fp)[:12]}: not comparable",
+                )
+            )
+        else:
+            comparable.append(cand)
+
+    sign = 1.0 if mode == "min" else -1.0
+    comparable.sort(
+        key=lambda c: (sign * (metric_of(c.entry, metric) or 0.0), _later_first(c.entry), TIER_ORDER[c.tier])
+    )
+    chosen: Candidate | None = None
+    for cand in comparable:
+        if chosen is not None:
+            why = "same checkpoint, other tier" if cand.entry["id"] == chosen.entry["id"] else "ranked below"
+            rejected.append(_reject(cand, f"not needed: {why} {chosen.entry['id']}"))
+            continue
+        problem = _verify(cand)
+        if problem:
+            rejected.append(_reject(cand, problem))
+        else:
+            chosen = cand
+
+    regression, detail = _regression(index, chosen, model_fingerprint, metric, mode, eval_fp)
+    if regression and not allow_fresh:
+        raise NanechoError(
+            f"refusing to resume: {detail}; restore the cache or artifact, or pass --allow-fresh"
+        )
+    doc: dict[str, Any] = {
+        "schema_version": SELECTION_VERSION,
+        "run": paths.name,
+        "source": chosen.tier if chosen else "fresh",
+        "chosen": chosen.entry if chosen else None,
+        "resume_path": os.fspath(chosen.path) if chosen else None,
+        "reason": _reason(chosen, metric, index, candidates, artifact_dir),
+        "rejected": rejected,
+        "regression": regression,
+        "regression_detail": detail,
+        "allow_fresh": allow_fresh,
+        "metric": metric,
+        "mode": mode,
+        "eval_fingerprint": eval_fp,
+        "model_fingerprint": model_fingerprint,
+    }
+    return fastschema.validate(doc, "selection", "selection.json")
+
+
+def _later_first(entry: dict[str, Any]) -> tuple[Any, ...]:
+    (day, frac), iteration, cid = latest_key(entry)
+    return (tuple(-ord(c) for c in day + "\x00" + frac), -iteration, tuple(-ord(c) for c in cid))
+
+
+def _reject(cand: Candidate, reason: str) -> dict[str, str]:
+    return {"id": cand.entry["id"], "tier": cand.tier, "reason": reason}
+
+
+def _incompatibility(entry: dict[str, Any], model_fp: str, metric: str) -> str | None:
+    if entry["model_fingerprint"] != model_fp:
+        return f"model fingerprint {entry['model_fingerprint'][:12]} != requested {model_fp[:12]} (architecture differs)"
+    suspect = [t for t in entry["tags"] if t.startswith(SUSPECT_PREFIX)]
+    if suspect:
+        return f"flagged {', '.join(suspect)}"
+    if metric_of(entry, metric) is None:
+        return f"no {metric} measured"
+    return None
+
+
+def _verify(cand: Candidate) -> str | None:
+    """Existence, size, then a streamed sha256: only ever run on the candidate about to be chosen."""
+    try:
+        size = cand.path.stat().st_size
+    except FileNotFoundError:
+        return f"file not found: {cand.path}"
+    except OSError as exc:
+        return f"cannot read {cand.path}: {exc.strerror or exc}"
+    if not cand.path.is_file():
+        return f"not a regular file: {cand.path}"
+    if size != cand.entry["bytes"]:
+        return f"size {size} != recorded {cand.entry['bytes']} bytes (truncated or replaced)"
+    digest = sha256_file(cand.path)
+    if digest != cand.entry["sha256"]:
+        return f"sha256 mismatch: file {digest[:12]} != recorded {cand.entry['sha256'][:12]} (corrupt)"
+    return None
+
+
+def _cache_candidates(
+    paths: RunPaths, index: dict[str, Any], rejected: list[dict[str, str]]
+) -> list[Candidate]:
+    out: list[Candidate] = []
+    known: set[str] = set()
+    for entry in index["checkpoints"]:
+        known.add(entry["id"])
+        if entry["status"] != "ok":
+            rejected.append({"id": entry["id"], "tier": "index", "reason": f"status {entry['status']}"})
+            continue
+        out.append(Candidate(entry, "cache", paths.checkpoint_file(entry["file"]), "index"))
+    ckpt_dir = paths.checkpoints_dir
+    if ckpt_dir.is_dir():
+        for sidecar in sorted(ckpt_dir.glob("*.json")):
+            if sidecar.stem in known:
+                continue
+            entry, problem = _read_sidecar(sidecar)
+            if entry is None:
+                rejected.append({"id": sidecar.stem, "tier": "cache", "reason": str(problem)})
+                continue
+            try:
+                path = paths.checkpoint_file(entry["file"])
+            except NanechoError as exc:
+                rejected.append({"id": sidecar.stem, "tier": "cache", "reason": exc.message})
+                continue
+            out.append(Candidate(entry, "cache", path, "sidecar"))
+    return out
+
+
+def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> list[Candidate]:
+    if not artifact_dir.is_dir():
+        log.info("artifact directory %s does not exist: no artifact tier", artifact_dir)
+        return []
+    entries: dict[str, dict[str, Any]] = {}
+    for doc_path in sorted(artifact_dir.glob("*.json")):
+        if doc_path.name == "step.json":
+            try:
+                step = parse_json(doc_path.read_text(encoding="utf-8"), doc_path)
+            except (NanechoError, OSError, UnicodeDecodeError) as exc:
+                rejected.append(
+                    {"id": "step.json", "tier": "artifact", "reason": f"unreadable step.json: {exc}"}
+                )
+                continue
+            for item in step.get("checkpoints", []) if isinstance(step, dict) else []:
+                if fastschema.is_valid(item, "metadata", "checkpoint"):
+                    entries.setdefault(item["id"], item)
+            continue
+        entry, problem = _read_sidecar(doc_path)
+        if entry is None:
+            rejected.append({"id": doc_path.stem, "tier": "artifact", "reason": str(problem)})
+        else:
+            entries[entry["id"]] = entry
+    # Artifacts are flat: the weights sit beside their sidecar, whatever the run-relative `file` was.
+    return [
+        Candidate(e, "artifact", artifact_dir / Path(e["file"]).name, "artifact") for e in entries.values()
+    ]
+
+
+def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        doc = parse_json(path.read_text(encoding="utf-8"), path)
+    except (NanechoError, OSError, UnicodeDecodeError) as exc:
+        return None, f"unreadable sidecar {path.name}: {exc}"
+    if not fastschema.is_valid(doc, "metadata", "checkpoint"):
+        return None, f"sidecar {path.name} does not match the checkpoint schema"
+    if doc["id"] != path.stem:
+        return None, f"sidecar {path.name} describes {doc['id']}"
+    return dict(doc), None
+
+
+def _regression(
+    index: dict[str, Any],
+    chosen: Candidate | None,
+    model_fp: str,
+    metric: str,
+    mode: str,
+    eval_fp: str | None,
+) -> tuple[bool, str | None]:
+    """Compare what the index ever recorded (any status) with what is being resumed."""
+    known = [
+        e
+        for e in index["checkpoints"]
+        if e["model_fingerprint"] == model_fp and not any(t.startswith(SUSPECT_PREFIX) for t in e["tags"])
+    ]
+    if not known:
+        return False, None
+    have_iter = chosen.entry["iteration"] if chosen else 0
+    have_metric = metric_of(chosen.entry, metric) if chosen else None
+    what = (
+        f"{chosen.entry['id']} ({metric} {have_metric:.4g}, iteration {have_iter})"
+        if chosen
+        else "a fresh start"
+    )
+    same_eval = [
+        e
+        for e in known
+        if metric_of(e, metric) is not None and (eval_fp is None or e["eval_fingerprint"] == eval_fp)
+    ]
+    if same_eval:
+        sign = 1.0 if mode == "min" else -1.0
+        best = min(same_eval, key=lambda e: sign * (metric_of(e, metric) or 0.0))
+        best_metric = metric_of(best, metric) or 0.0
+        worse = have_metric is None or (
+            have_metric > best_metric * (1 + BETTER_TOLERANCE)
+            if mode == "min"
+            else have_metric < best_metric * (1 - BETTER_TOLERANCE)
+        )
+        if worse:
+            return True, (
+                f"the index knows {best['id']} ({metric} {best_metric:.4g}, iteration {best['iteration']}, "
+                f"status {best['status']}) but the best available is {what}"
+            )
+    latest = max(known, key=lambda e: e["iteration"])
+    lost = latest["iteration"] - have_iter
+    if lost > max(LATER_MIN_ITERS, LATER_FRACTION * latest["iteration"]):
+        return True, (
+            f"the index knows {latest['id']} at iteration {latest['iteration']} (status {latest['status']}) "
+            f"but the best available is {what}: {lost} iterations would be lost"
+        )
+    return False, None
+
+
+def _reason(
+    chosen: Candidate | None,
+    metric: str,
+    index: dict[str, Any],
+    candidates: list[Candidate],
+    artifact_dir: Path | None,
+) -> str:
+    if chosen is not None:
+        value = metric_of(chosen.entry, metric)
+        return (
+            f"best verified {metric} {value:.4g} at iteration {chosen.entry['iteration']} "
+            f"({chosen.tier} tier, from {chosen.origin})"
+        )
+    parts = ["index empty" if not index["checkpoints"] else "no usable checkpoint in the index"]
+    if artifact_dir is None:
+        parts.append("no artifact directory given")
+    elif not artifact_dir.is_dir():
+        parts.append(f"no artifact (directory {artifact_dir} missing)")
+    elif not any(c.tier == "artifact" for c in candidates):
+        parts.append("no artifact checkpoint")
+    else:
+        parts.append("no usable artifact checkpoint")
+    return "fresh start: " + ", ".join(parts)

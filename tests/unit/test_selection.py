@@ -1,0 +1,218 @@
+"""ckpt-select's core: best verified checkpoint, every rejection explained, the regression guard."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nanecho_core import index
+from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import atomic_write_bytes, atomic_write_json
+from nanecho_core.presets import preset_model_fingerprint
+from nanecho_core.selection import select_checkpoint
+from nanecho_core.store import RunPaths, empty_index, run_paths, save_metadata
+from tests.factories import CI_MODEL, make_entry, write_fake_checkpoint
+
+RUN = ".training-progress/nanecho-cached-ci"
+CI_FP = preset_model_fingerprint("ci")
+
+
+def seed_run(root: Path, entries: list[dict[str, Any]], *, files: bool = True) -> RunPaths:
+    """An index holding `entries` (and their fake weights + sidecars when `files`)."""
+    paths = run_paths(root, RUN)
+    doc = empty_index(paths.name)
+    doc["checkpoints"] = [dict(e) for e in entries]
+    index.recompute(doc)
+    save_metadata(paths, doc)
+    if files:
+        for entry in entries:
+            if entry["status"] == "ok":
+                write_fake_checkpoint(paths.dir, entry)
+    return paths
+
+
+def select(paths: RunPaths, **kwargs: Any) -> dict[str, Any]:
+    return select_checkpoint(paths, model_fingerprint=CI_FP, **kwargs)
+
+
+def reasons(doc: dict[str, Any]) -> dict[str, str]:
+    return {f"{r['tier']}:{r['id']}": r["reason"] for r in doc["rejected"]}
+
+
+def chain(*losses: float | None, session: str = "20261124T000000Z-aaaaaa") -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for n, loss in enumerate(losses, start=1):
+        parent = entries[-1]["id"] if entries else None
+        entries.append(make_entry(session, n * 100, loss, parent_id=parent))
+    return entries
+
+
+def test_best_is_lowest_val_loss_not_the_latest_iteration(tmp_path: Path) -> None:
+    # The legacy "quality score" grew with the iteration number, so the latest always won.
+    a, b, c = chain(2.0, 1.5, 1.52)
+    doc = select(seed_run(tmp_path, [a, b, c]))
+    assert doc["source"] == "cache"
+    assert doc["chosen"]["id"] == b["id"]
+    assert doc["resume_path"] == str(tmp_path / RUN / b["file"])
+    assert doc["regression"] is False
+    assert doc["reason"] == "best verified val_loss 1.5 at iteration 200 (cache tier, from index)"
+    assert reasons(doc) == {
+        f"cache:{c['id']}": f"not needed: ranked below {b['id']}",
+        f"cache:{a['id']}": f"not needed: ranked below {b['id']}",
+    }
+
+
+def test_metric_and_mode_choose_a_different_best(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.5)
+    a["metrics"]["accuracy"], b["metrics"]["accuracy"] = 0.9, 0.4
+    doc = select(seed_run(tmp_path, [a, b]), metric="accuracy", mode="max", allow_fresh=True)
+    assert doc["chosen"]["id"] == a["id"]
+
+
+def test_corrupt_best_is_rejected_and_the_next_verified_one_chosen(tmp_path: Path) -> None:
+    a, b, c = chain(2.0, 1.50, 1.52)
+    paths = seed_run(tmp_path, [a, b, c])
+    (paths.dir / b["file"]).write_bytes(b"weights of something else")
+    doc = select(paths)
+    assert doc["chosen"]["id"] == c["id"]
+    assert (
+        reasons(doc)[f"cache:{b['id']}"] == f"size 25 != recorded {b['bytes']} bytes (truncated or replaced)"
+    )
+    same_size = b"x" * b["bytes"]
+    (paths.dir / b["file"]).write_bytes(same_size)
+    doc = select(paths)
+    digest = hashlib.sha256(same_size).hexdigest()
+    assert reasons(doc)[f"cache:{b['id']}"] == (
+        f"sha256 mismatch: file {digest[:12]} != recorded {b['sha256'][:12]} (corrupt)"
+    )
+
+
+def test_only_the_chosen_candidate_is_hashed(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.5)
+    paths = seed_run(tmp_path, [a, b])
+    (paths.dir / a["file"]).write_bytes(b"y" * a["bytes"])  # corrupt, but ranked below the best
+    doc = select(paths)
+    assert doc["chosen"]["id"] == b["id"]
+    assert reasons(doc) == {f"cache:{a['id']}": f"not needed: ranked below {b['id']}"}
+
+
+def test_missing_file_is_rejected_with_its_path(tmp_path: Path) -> None:
+    a, b = chain(1.51, 1.5)
+    paths = seed_run(tmp_path, [a, b])
+    (paths.dir / b["file"]).unlink()
+    doc = select(paths)
+    assert doc["chosen"]["id"] == a["id"]
+    assert reasons(doc)[f"cache:{b['id']}"] == f"file not found: {paths.dir / b['file']}"
+
+
+def test_other_architecture_and_non_ok_status_and_suspect_entries_are_rejected(tmp_path: Path) -> None:
+    ok = make_entry(iteration=100, val_loss=2.0)
+    wide = make_entry("20261124T000000Z-bbbbbb", 200, 1.0, model={**CI_MODEL, "n_embd": 256})
+    pruned = make_entry("20261124T000000Z-cccccc", 300, 1.9, status="pruned")
+    suspect = make_entry("20261124T000000Z-dddddd", 400, 0.001)
+    suspect["tags"] = ["suspect:eval-equals-train"]
+    doc = select(seed_run(tmp_path, [ok, wide, pruned, suspect]), allow_fresh=True)
+    assert doc["chosen"]["id"] == ok["id"]
+    found = reasons(doc)
+    assert found[f"cache:{wide['id']}"].endswith("(architecture differs)")
+    assert found[f"index:{pruned['id']}"] == "status pruned"
+    assert found[f"cache:{suspect['id']}"] == "flagged suspect:eval-equals-train"
+
+
+def test_losses_on_an_older_eval_set_are_not_compared(tmp_path: Path) -> None:
+    old_eval = make_entry(iteration=100, val_loss=0.5, eval_fingerprint="e" * 64)
+    new_eval = make_entry(iteration=200, val_loss=1.9)
+    doc = select(seed_run(tmp_path, [old_eval, new_eval]))
+    assert doc["chosen"]["id"] == new_eval["id"]
+    assert doc["eval_fingerprint"] == new_eval["eval_fingerprint"]
+    assert reasons(doc)[f"cache:{old_eval['id']}"] == (
+        f"eval set eeeeeeeeeeee differs from the newest eval set {new_eval['eval_fingerprint'][:12]}: not comparable"
+    )
+    assert doc["regression"] is False
+
+
+def test_unindexed_sidecar_is_a_candidate(tmp_path: Path) -> None:
+    # A kill between the checkpoint save and `meta-update record` leaves weights + sidecar only.
+    (a,) = chain(2.0)
+    paths = seed_run(tmp_path, [a])
+    orphan = make_entry("20261124T000000Z-bbbbbb", 200, 1.8, parent_id=a["id"])
+    write_fake_checkpoint(paths.dir, orphan)
+    doc = select(paths)
+    assert doc["chosen"]["id"] == orphan["id"]
+    assert doc["reason"].endswith("(cache tier, from sidecar)")
+
+
+def test_artifact_tier_is_used_when_the_cache_is_empty(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.5)
+    paths = seed_run(tmp_path, [a, b], files=False)
+    for entry in (a, b):
+        paths.dir.joinpath(entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+    index_doc = paths.metadata.read_bytes()
+    artifacts = tmp_path / "artifacts"
+    atomic_write_bytes(artifacts / f"{b['id']}.pt", f"weights of {b['id']}".encode())
+    atomic_write_json(artifacts / f"{b['id']}.json", b)
+    doc = select(paths, artifact_dir=artifacts)
+    assert doc["source"] == "artifact"
+    assert doc["resume_path"] == str(artifacts / f"{b['id']}.pt")
+    assert reasons(doc)[f"cache:{b['id']}"] == f"file not found: {paths.dir / b['file']}"
+    assert paths.metadata.read_bytes() == index_doc
+
+
+def test_fresh_start_on_an_empty_index_says_why(tmp_path: Path) -> None:
+    paths = run_paths(tmp_path, RUN)
+    doc = select(paths)
+    assert doc["source"] == "fresh"
+    assert doc["chosen"] is None and doc["resume_path"] is None
+    assert doc["reason"] == "fresh start: index empty, no artifact directory given"
+    doc = select(paths, artifact_dir=tmp_path / "nowhere")
+    assert (
+        doc["reason"] == f"fresh start: index empty, no artifact (directory {tmp_path / 'nowhere'} missing)"
+    )
+
+
+def test_losing_a_much_better_checkpoint_fails_unless_allowed(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.2)
+    paths = seed_run(tmp_path, [a, b])
+    (paths.dir / b["file"]).unlink()
+    with pytest.raises(NanechoError) as error:
+        select(paths)
+    assert str(error.value) == (
+        f"Error: refusing to resume: the index knows {b['id']} (val_loss 1.2, iteration 200, status ok) "
+        f"but the best available is {a['id']} (val_loss 2, iteration 100); "
+        "restore the cache or artifact, or pass --allow-fresh"
+    )
+    doc = select(paths, allow_fresh=True)
+    assert doc["regression"] is True and doc["allow_fresh"] is True
+    assert doc["chosen"]["id"] == a["id"]
+
+
+def test_silent_reset_from_42500_to_500_iterations_is_refused(tmp_path: Path) -> None:
+    # The legacy summary reset progress 42,500 -> 500 after a cache miss without a word.
+    far = make_entry(iteration=42500, val_loss=1.50, status="missing")
+    near = make_entry("20261124T000000Z-bbbbbb", 500, 1.51)
+    paths = seed_run(tmp_path, [far, near])
+    with pytest.raises(NanechoError, match="42000 iterations would be lost"):
+        select(paths)
+
+
+def test_fresh_start_when_the_index_knows_checkpoints_needs_allow_fresh(tmp_path: Path) -> None:
+    paths = seed_run(tmp_path, chain(2.0), files=False)
+    with pytest.raises(NanechoError, match="but the best available is a fresh start"):
+        select(paths)
+    doc = select(paths, allow_fresh=True)
+    assert doc["source"] == "fresh" and doc["regression"] is True
+    assert doc["reason"] == "fresh start: no usable checkpoint in the index, no artifact directory given"
+
+
+def test_file_field_escaping_the_run_dir_through_a_symlink_is_an_error(tmp_path: Path) -> None:
+    (a,) = chain(2.0)
+    paths = seed_run(tmp_path, [a], files=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    paths.checkpoints_dir.parent.mkdir(parents=True, exist_ok=True)
+    paths.checkpoints_dir.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(NanechoError, match="resolves outside"):
+        select(paths)
