@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanecho_core import gitrecover
 from nanecho_core.gitops import Git, GitResult
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,13 @@ def classify(result: GitResult) -> str:
 
 
 def last_line(result: GitResult) -> str:
-    lines = [line.strip() for line in result.output.splitlines() if line.strip()]
-    meaningful = [line for line in lines if not line.startswith(("To ", "Done", "hint:"))]
+    """The line that says why: a rejected ref if any, else the last line that is not boilerplate."""
+    lines = [" ".join(line.split()) for line in result.output.splitlines() if line.strip()]
+    rejected = [line for line in lines if "rejected]" in line]
+    if rejected:
+        return rejected[0]
+    boilerplate = ("To ", "Done", "hint:", "error: failed to push some refs")
+    meaningful = [line for line in lines if not line.startswith(boilerplate)]
     return (meaningful or lines or [f"exit {result.returncode}"])[-1]
 
 
@@ -157,7 +163,7 @@ def push_with_retries(
     *,
     retries: int,
     backoff_s: float,
-    after_rebase: Callable[[], None],
+    after_rebase: Callable[[], object],
 ) -> PushOutcome:
     """Push HEAD to `remote`/`branch`; on a race integrate and retry, at most `retries` more times."""
     history: list[str] = []
@@ -180,6 +186,8 @@ def push_with_retries(
         if kind not in (RACE, NETWORK) or attempts > retries:
             break
         time.sleep(backoff_delay(attempts, backoff_s))
+        if not pushed.ok and "lock" in pushed.output.lower():
+            gitrecover.recover_local_remote(git, remote)  # a push killed mid-update can leave one behind
         if kind == RACE:
             failure = integrate(git, remote, branch)
             if failure is not None:

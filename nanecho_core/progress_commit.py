@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanecho_core import env, gitops, gitpush, schema
+from nanecho_core import env, gitops, gitpush, gitrecover, schema
 from nanecho_core.commit_message import DEFAULT_SKIP_CI_MARKER, build_message
 from nanecho_core.errors import NanechoError
 from nanecho_core.redact import redact
-from nanecho_core.store import PROGRESS_DIR, RunPaths, load_metadata, read_document, read_sessions, run_paths
+from nanecho_core.store import RunPaths, load_metadata, read_document, read_sessions, run_paths
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +86,21 @@ def _remote_display(git: gitops.Git, remote: str) -> str:
     return redact(f"{remote} ({url.stdout.strip()})")
 
 
-def _progress_runs(root: Path) -> list[RunPaths]:
-    base = root / PROGRESS_DIR
-    if not base.is_dir():
-        return []
-    return [RunPaths(root=root, dir=d) for d in sorted(base.iterdir()) if (d / "sessions.jsonl").is_file()]
-
-
 def regenerate_derived(git: gitops.Git, paths: RunPaths, allowed: list[Path]) -> list[str]:
-    """Rebuild training_summary.json / PROGRESS.md from the merged sessions and amend them in."""
-    try:
-        from nanecho_core.summary import regenerate  # type: ignore[attr-defined]
-    except ImportError:  # TODO: remove once nanecho_core.summary lands; sessions/metadata stay correct
-        log.warning("nanecho_core.summary.regenerate unavailable: derived files keep the upstream version")
-        return []
-    runs = _progress_runs(paths.root)
-    if paths.dir.resolve() not in {r.dir.resolve() for r in runs}:
-        runs.append(paths)
-    regenerate(paths.root, runs)
+    """Rebuild training_summary.json / PROGRESS.md from the merged sessions and amend them in.
+
+    Only where the repository already tracks one of them (a repo that never ran summarize gets none).
+    """
     derived = [p for p in allowed if p.name in ("training_summary.json", "PROGRESS.md")]
+    tracked = git.out("ls-files", "--", *(p.relative_to(paths.root).as_posix() for p in derived))
+    if not tracked:
+        return []
+    try:
+        from nanecho_core.summary import regenerate
+    except ImportError:  # pragma: no cover - summary.py ships with the package
+        log.warning("nanecho_core.summary is unavailable: derived files keep the upstream version")
+        return []
+    regenerate(paths.root, [paths])
     changed = gitops.stage(git, derived)
     if changed:
         git.run("commit", "--amend", "--no-edit", "--no-verify", "--quiet")
@@ -135,9 +131,25 @@ def commit_progress(req: CommitRequest) -> CommitResult:
     session = _message_session(req, paths)
     metadata = load_metadata(paths) if paths.metadata.exists() else None
     readme = req.readme if req.readme is None or req.readme.is_absolute() else paths.root / req.readme
-    if readme is not None:
-        gitops.readme_is_progress_only(git, readme)
+    with gitrecover.clone_lock(git):
+        recovered = gitrecover.recover_clone(git)
+        if readme is not None:
+            gitops.readme_is_progress_only(git, readme)
+        result = _commit_and_push(req, git, paths, session, metadata, readme, remote)
+    if recovered:
+        result.note = f"{result.note} (recovered an interrupted run: {'; '.join(recovered)})"
+    return result
 
+
+def _commit_and_push(
+    req: CommitRequest,
+    git: gitops.Git,
+    paths: RunPaths,
+    session: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    readme: Path | None,
+    remote: str | None,
+) -> CommitResult:
     gitops.ensure_progress_files(paths.root)
     gitops.install_merge_drivers(git)
     allowed = gitops.allowed_files(paths, readme)
@@ -147,20 +159,26 @@ def commit_progress(req: CommitRequest) -> CommitResult:
     message = build_message(paths.name, session, metadata, skip_ci_marker=req.skip_ci_marker)
     staged = gitops.stage(git, allowed)
     result = CommitResult(status="nothing", subject=message.subject, files=staged, remote=remote)
-    if not staged:
+    pull_request = env.event_name() == "pull_request"
+    branch = req.branch or git.current_branch() or env.ref_branch()
+    if staged:
+        result.sha = gitops.commit(git, staged, message.text)
+        result.status = "committed"
+    else:
         result.sha = git.head()
-        result.note = "nothing to commit: the run's progress files match the last commit"
-        return result
-    result.sha = gitops.commit(git, staged, message.text)
-    result.status = "committed"
+        # An earlier run may have committed and then died before its push landed: push that now.
+        pending = req.push and not pull_request and branch is not None and result.sha is not None
+        if not pending or gitpush.remote_contains(git, req.remote, branch or "", result.sha or ""):
+            result.note = "nothing to commit: the run's progress files match the last commit"
+            return result
+        result.subject = git.out("log", "-1", "--format=%s")
+        result.note = "pushing an earlier commit that never reached the remote"
     if not req.push:
         result.note = "committed locally (no --push)"
         return result
-    if env.event_name() == "pull_request":
+    if pull_request:
         result.note = "pull_request event: committed locally, not pushing (pull requests never push)"
         return result
-
-    branch = req.branch or git.current_branch() or env.ref_branch()
     if not branch:
         raise NanechoError(
             "detached HEAD and no --branch: pass --branch to name the branch to push", git.root
@@ -176,10 +194,10 @@ def commit_progress(req: CommitRequest) -> CommitResult:
         after_rebase=lambda: regenerate_derived(git, paths, allowed),
     )
     result.sha, result.attempts, result.pushed = outcome.sha, outcome.attempts, outcome.pushed
-    result.files = staged
     if outcome.pushed:
         result.status = "pushed"
-        result.note = f"pushed to {req.remote}/{branch}, verified on the remote"
+        verified = f"pushed to {req.remote}/{branch}, verified on the remote"
+        result.note = verified if result.note is None else f"{result.note}; {verified}"
         return result
     result.status = "failed"
     result.reason = outcome.reason
