@@ -1,0 +1,296 @@
+"""One train-step session: resolve inputs, resume or start, train, write checkpoints and step.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nanecho_core import env, ids, schema, store
+from nanecho_core.errors import NanechoError
+from nanecho_core.fingerprints import model_fingerprint
+from nanecho_core.fsio import atomic_write_json
+from nanecho_core.presets import load_config_file, resolve_config
+
+log = logging.getLogger(__name__)
+LN2 = 0.6931471805599453
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """The train-step command line, as the core sees it."""
+
+    root: Path = Path(".")
+    run: Path = Path(".training-progress/nanecho-cached-ci")
+    preset: str = "ci"
+    config_path: Path | None = None
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    resume: Path | None = None
+    init_from: Path | None = None
+    iters: int | None = None
+    until_iter: int | None = None
+    max_minutes: float | None = None
+    device: str = "auto"
+    corpus: Path | None = None
+    eval_interval: int | None = None
+    out: Path | None = None
+
+
+@dataclass
+class _Start:
+    source: str = "fresh"
+    fresh_reason: str | None = "no --resume given"
+    resumed_from: str | None = None
+    init_from: str | None = None
+    regression_allowed: bool | None = None
+    state: dict[str, Any] | None = None
+    where: str = ""
+
+
+def tokenizer_fingerprint(tokenizer: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(tokenizer, sort_keys=True).encode()).hexdigest()
+
+
+def resolve_request_config(req: TrainRequest) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if req.config_path is not None:
+        overrides = load_config_file(req.config_path)
+    for section, values in req.config_overrides.items():
+        overrides.setdefault(section, {}).update(values)
+    extra_train: dict[str, Any] = {}
+    if req.eval_interval is not None:
+        extra_train["eval_interval"] = req.eval_interval
+    if req.max_minutes is not None:
+        extra_train["max_minutes"] = req.max_minutes
+    if extra_train:
+        overrides.setdefault("train", {}).update(extra_train)
+    if req.corpus is not None:
+        overrides.setdefault("data", {})["corpus"] = os.fspath(req.corpus)
+    return resolve_config(req.preset, overrides, req.config_path)
+
+
+def _resolve_input(root: Path, text: str) -> Path:
+    """A path from a document: absolute as is; relative to --root, else to the current directory."""
+    path = Path(text)
+    if path.is_absolute():
+        return path
+    under_root = root / path
+    return under_root if under_root.exists() or not path.exists() else path
+
+
+def _read_start(req: TrainRequest, model_fp: str) -> _Start:
+    """Decide (and verify, before anything is written) where this session starts from."""
+    from nanecho_core.checkpoint import load_checkpoint, read_sidecar
+
+    if req.resume is not None and req.init_from is not None:
+        raise NanechoError("--resume and --init-from are mutually exclusive")
+    if req.init_from is not None:
+        sidecar = read_sidecar(req.init_from) if req.init_from.exists() else None
+        state = load_checkpoint(req.init_from, sidecar["sha256"] if sidecar else None)
+        if state["fingerprints"]["model"] != model_fp:
+            raise NanechoError(
+                "checkpoint model shape differs from the configured model; --init-from needs the same "
+                f"architecture (checkpoint {state['model_args']})",
+                req.init_from,
+            )
+        return _Start("init", None, None, str(state["id"]), None, state, os.fspath(req.init_from))
+    if req.resume is None:
+        return _Start()
+    selection = store.read_document(req.resume, "selection")
+    regression = bool(selection["regression"])
+    if selection["source"] == "fresh":
+        return _Start("fresh", selection["reason"], None, None, regression)
+    chosen = selection["chosen"]
+    if chosen["model_fingerprint"] != model_fp:
+        raise NanechoError(
+            f"checkpoint {chosen['id']} has a different model architecture ({chosen['model']}) than the "
+            "configured one; start fresh or use --init-from with a matching config",
+            req.resume,
+            "$.chosen.model_fingerprint",
+        )
+    path = _resolve_input(req.root, selection["resume_path"])
+    state = load_checkpoint(path, chosen["sha256"])
+    if state["fingerprints"]["model"] != model_fp:
+        raise NanechoError("checkpoint model fingerprint differs from the configured model", path)
+    return _Start(selection["source"], None, str(chosen["id"]), None, regression, state, os.fspath(path))
+
+
+def _check_data(start: _Start, data_fp: str, eval_fp: str) -> None:
+    if start.state is None or start.source == "init":
+        return
+    fps = start.state["fingerprints"]
+    if fps["eval"] != eval_fp:
+        raise NanechoError(
+            "checkpoint was evaluated on a different eval split (eval fingerprint differs); "
+            "its losses are not comparable: start fresh or use --init-from",
+            start.where,
+        )
+    if fps["data"] != data_fp:
+        raise NanechoError(
+            "checkpoint was trained on different data (data fingerprint differs); use --init-from to "
+            "start a new run from its weights",
+            start.where,
+        )
+
+
+def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str, Any]:
+    """Run one session and return its record (also written to req.out when given)."""
+    started = time.monotonic() if started is None else started
+    started_at = ids.utc_now()
+    paths = store.run_paths(req.root, req.run)
+    config = resolve_request_config(req)
+    model_fp = model_fingerprint(config["model"])
+    if req.iters is not None and req.iters < 0:
+        raise NanechoError("--iters must be >= 0")
+    from nanecho_core import data as data_mod
+
+    corpus_arg = config["data"]["corpus"]
+    corpus_bytes = data_mod.read_corpus(corpus_arg)
+    start = _read_start(req, model_fp)
+
+    import torch
+
+    from nanecho_core.checkpoint import save_checkpoint, write_sidecar
+    from nanecho_core.signals import StopRequest
+    from nanecho_core.trainer import Budget, Trainer, resolve_device
+
+    device = resolve_device(req.device)
+    block = int(config["model"]["block_size"])
+    tokens = data_mod.cached_tokens(corpus_bytes, paths.data_cache_dir)
+    splits = data_mod.split_tokens(tokens, float(config["data"]["eval_fraction"]), block)
+    _check_data(start, splits.data_fingerprint, splits.eval_fingerprint)
+
+    trainer = Trainer(config, splits, device)
+    start_val: float | None = None
+    if start.state is not None:
+        if start.source == "init":
+            trainer.load_weights(start.state, start.where)
+        else:
+            trainer.restore(start.state, start.where)
+            start_val = trainer.last_val_loss
+    start_iteration = trainer.iteration
+
+    session_id = ids.new_session_id()
+    fingerprints = {
+        "model": model_fp,
+        "tokenizer": tokenizer_fingerprint(data_mod.TOKENIZER),
+        "data": splits.data_fingerprint,
+        "eval": splits.eval_fingerprint,
+    }
+    written: list[dict[str, Any]] = []
+    parent = [start.resumed_from or start.init_from]
+
+    def save(t: Trainer) -> None:
+        cid = ids.checkpoint_id(session_id, t.iteration)
+        rel = f"{store.CHECKPOINTS_DIR}/{cid}.pt"
+        val = t.last_val_loss
+        metrics = {
+            "train_loss": t.mean_train_loss() if t.mean_train_loss() is not None else t.last_train_loss,
+            "val_loss": val,
+            "val_bpb": None if val is None else val / LN2,
+            "lr": t.lr_at(max(t.iteration - 1, 0)),
+        }
+        state = {
+            "format": "nanecho-checkpoint/1",
+            "id": cid,
+            "parent_id": parent[0],
+            "session_id": session_id,
+            "config": config,
+            "fingerprints": fingerprints,
+            "metrics": metrics,
+            **t.training_state(),
+        }
+        sha, size = save_checkpoint(state, paths.dir / rel)
+        entry = {
+            "id": cid,
+            "file": rel,
+            "sha256": sha,
+            "bytes": size,
+            "iteration": t.iteration,
+            "tokens_seen": t.tokens_seen,
+            "created_at": ids.utc_now(),
+            "session_id": session_id,
+            "parent_id": parent[0],
+            "metrics": metrics,
+            "model": dict(config["model"]),
+            "model_fingerprint": model_fp,
+            "tokenizer": dict(data_mod.TOKENIZER),
+            "data_fingerprint": splits.data_fingerprint,
+            "eval_fingerprint": splits.eval_fingerprint,
+            "storage": {"cache_key": env.cache_key(), "artifact_name": None, "present_locally": True},
+            "status": "ok",
+            "tags": [],
+            "notes": [],
+        }
+        write_sidecar(entry, paths.dir / rel)
+        written.append(entry)
+        parent[0] = cid
+        log.info("saved %s (%d bytes, val_loss %s)", rel, size, val)
+
+    iters = req.iters
+    if iters is None and req.until_iter is None:
+        iters = int(config["train"]["iters"])
+    budget = Budget(iters=iters, until_iter=req.until_iter, max_minutes=config["train"].get("max_minutes"))
+    with StopRequest() as stop:
+        outcome = trainer.run(budget, save, stop=stop, started=started)
+
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "run": paths.name,
+        "session_id": session_id,
+        "started_at": started_at,
+        "ended_at": ids.utc_now(),
+        "host": env.host(),
+        "trigger": env.trigger(),
+        "git_sha": env.git_sha(),
+        "preset": config["preset"],
+        "resumed_from": start.resumed_from,
+        "resume_source": start.source,
+        "fresh_reason": start.fresh_reason if start.source == "fresh" else None,
+        "init_from": start.init_from,
+        "start_iteration": start_iteration,
+        "end_iteration": outcome.end_iteration,
+        "tokens_seen": trainer.tokens_seen,
+        "start_val_loss": start_val if start_val is not None else _first_val(outcome, start_iteration),
+        "end_val_loss": trainer.last_val_loss,
+        "best_val_loss": trainer.best_val_loss,
+        "tokens_per_s": outcome.tokens_per_s,
+        "wall_s": round(time.monotonic() - started, 3),
+        "stop_reason": outcome.stop_reason,
+        "checkpoints_written": [e["id"] for e in written],
+        "world_size": 1,
+        "device": device,
+        "torch_version": torch.__version__.split("+")[0],
+        "eval_points": [p.compact() for p in outcome.eval_points],
+        "checkpoints": written,
+    }
+    if start.regression_allowed is not None:
+        record["regression_allowed"] = start.regression_allowed
+    schema.validate(record, "session", req.out or "step.json")
+    if req.out is not None:
+        atomic_write_json(req.out, record)
+    return record
+
+
+def _first_val(outcome: Any, start_iteration: int) -> float | None:
+    for point in outcome.eval_points:
+        if point.iteration == start_iteration:
+            return float(point.val_loss)
+    return None
+
+
+def github_outputs(record: dict[str, Any]) -> dict[str, Any]:
+    """The `$GITHUB_OUTPUT` values of a session (checkpoint_file: the last one written)."""
+    last = record["checkpoints"][-1]["file"] if record.get("checkpoints") else None
+    return {
+        "session_id": record["session_id"],
+        "end_iteration": record["end_iteration"],
+        "end_val_loss": record["end_val_loss"],
+        "stop_reason": record["stop_reason"],
+        "checkpoint_file": last,
+    }

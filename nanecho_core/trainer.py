@@ -1,0 +1,428 @@
+"""The training loop: budgets, evaluation, LR schedule, exact resume and graceful stops.
+
+Exact resume rests on four rules:
+- everything that decides the next step is in the checkpoint: weights, optimizer, the data
+  cursor's generator, the global RNGs (dropout), the iteration count, the train-loss accumulator;
+- the LR is a function of the global iteration only (schedule.py);
+- evaluation draws from its own fixed batches in eval mode under fork_rng, so an extra eval at a
+  session's end touches no training state;
+- CPU kernels are run deterministically with the same thread count in every session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nanecho_core.checkpoint import capture_rng, restore_rng
+from nanecho_core.data import BatchCursor, Splits, eval_batches
+from nanecho_core.errors import NanechoError
+from nanecho_core.model import GPT, GPTConfig
+from nanecho_core.schedule import learning_rate
+from nanecho_core.signals import StopRequest
+
+log = logging.getLogger(__name__)
+SAVE_BYTES_PER_S = 100e6  # conservative disk speed for the first save-time estimate
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far this session may go: `iters` more, up to `until_iter`, and/or `max_minutes` of wall time."""
+
+    iters: int | None = None
+    until_iter: int | None = None
+    max_minutes: float | None = None
+
+    def target(self, start_iteration: int) -> int:
+        targets = []
+        if self.iters is not None:
+            targets.append(start_iteration + self.iters)
+        if self.until_iter is not None:
+            targets.append(self.until_iter)
+        if not targets:
+            raise ValueError("a budget needs iters or until_iter")
+        return max(start_iteration, min(targets))
+
+
+@dataclass
+class EvalPoint:
+    iteration: int
+    val_loss: float
+    train_loss: float | None
+    scheduled: bool
+
+    def compact(self) -> list[Any]:
+        return [self.iteration, self.val_loss, self.train_loss]
+
+
+@dataclass
+class SessionOutcome:
+    start_iteration: int
+    end_iteration: int
+    stop_reason: str
+    eval_points: list[EvalPoint] = field(default_factory=list)
+    train_seconds: float = 0.0
+    tokens_trained: int = 0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens_trained / self.train_seconds if self.train_seconds > 0 else None
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NanechoError("--device cuda requested but no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise NanechoError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return device
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop torch.compile's `_orig_mod.` and DDP's `module.` prefixes so checkpoints stay portable."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("_orig_mod.", "module."):
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+class Trainer:
+    """Owns the model, optimizer, data cursor and counters of one run on one device."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        splits: Splits,
+        device: str = "cpu",
+        *,
+        record_losses: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.train_cfg = config["train"]
+        self.device = device
+        self.clock = clock
+        self.model_config = GPTConfig.from_mapping(config["model"])
+        # CPU kernels used here are deterministic for a fixed thread count. We do not call
+        # torch.use_deterministic_algorithms: it imports torch._inductor (~3 s of start-up per session).
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed = int(self.train_cfg["seed"])
+        torch.manual_seed(seed)  # model init; dropout continues from here (restored on resume)
+        self.raw_model = GPT(self.model_config).to(device)
+        self.model: torch.nn.Module = self.raw_model
+        if self.train_cfg.get("compile") and device == "cuda":
+            self.model = torch.compile(self.raw_model)  # type: ignore[assignment]
+        self.optimizer = self.raw_model.configure_optimizer(
+            float(self.train_cfg["weight_decay"]),
+            float(self.train_cfg["learning_rate"]),
+            (float(self.train_cfg["beta1"]), float(self.train_cfg["beta2"])),
+            device,
+        )
+        block = self.model_config.block_size
+        batch = int(self.train_cfg["batch_size"])
+        self.cursor = BatchCursor(splits.train, batch, block, seed)
+        self.eval_set = [
+            (x.to(device), y.to(device))
+            for x, y in eval_batches(splits.eval, batch, block, int(self.train_cfg["eval_iters"]))
+        ]
+        self.iteration = 0
+        self.tokens_seen = 0
+        self.best_val_loss: float | None = None
+        self.last_val_loss: float | None = None
+        self.last_train_loss: float | None = None
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._loss_count = 0
+        self.loss_history: list[torch.Tensor] | None = [] if record_losses else None
+        self.tokens_per_iter = batch * block * int(self.train_cfg["grad_accum"])
+        self.amp_dtype = torch.bfloat16 if device == "cuda" else None
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def training_state(self) -> dict[str, Any]:
+        """The parts of a checkpoint that decide the next step (the caller adds ids and metadata)."""
+        return {
+            "model": strip_prefixes(self.raw_model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "tokens_seen": self.tokens_seen,
+            "best_val_loss": self.best_val_loss,
+            "model_args": self.model_config.as_dict(),
+            "cursor": self.cursor.state(),
+            "rng": capture_rng(),
+            "train_accumulator": {"loss_sum": float(self._loss_sum.item()), "count": self._loss_count},
+            "last_val_loss": self.last_val_loss,
+        }
+
+    def load_weights(self, state: dict[str, Any], where: str) -> None:
+        try:
+            self.raw_model.load_state_dict(strip_prefixes(state["model"]))
+        except (RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NanechoError(f"checkpoint weights do not fit the model: {first}", where) from exc
+
+    def restore(self, state: dict[str, Any], where: str) -> None:
+        """Continue exactly where `state` stopped (weights, optimizer, cursor, RNGs, counters)."""
+        self.load_weights(state, where)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.cursor.load_state(state["cursor"])
+            self.iteration = int(state["iteration"])
+            self.tokens_seen = int(state["tokens_seen"])
+            best = state.get("best_val_loss")
+            self.best_val_loss = None if best is None else float(best)
+            last = state.get("last_val_loss")
+            self.last_val_loss = None if last is None else float(last)
+            acc = state.get("train_accumulator") or {"loss_sum": 0.0, "count": 0}
+            self._loss_sum = torch.tensor(float(acc["loss_sum"]), dtype=torch.float64, device=self.device)
+            self._loss_count = int(acc["count"])
+            restore_rng(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise NanechoError(
+                f"checkpoint training state is unusable: {type(exc).__name__}: {exc}", where
+            ) from exc
+
+    # ---- one step, one eval --------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def lr_at(self, iteration: int) -> float:
+        cfg = self.train_cfg
+        return learning_rate(
+            iteration,
+            learning_rate=float(cfg["learning_rate"]),
+            min_lr=float(cfg["min_lr"]),
+            warmup_iters=int(cfg["warmup_iters"]),
+            lr_decay_iters=int(cfg["lr_decay_iters"]),
+        )
+
+    def train_one_iteration(self) -> torch.Tensor:
+        """One optimizer step at the current global iteration; returns the loss (no host sync)."""
+        lr = self.lr_at(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = int(self.train_cfg["grad_accum"])
+        total = torch.zeros((), device=self.device)
+        for _ in range(accum):
+            x, y = self.cursor.next_batch()
+            if self.device != "cpu":
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                _, loss = self.model(x, y)
+            assert loss is not None
+            loss = loss / accum
+            loss.backward()
+            total = total + loss.detach().float()
+        clip = float(self.train_cfg["grad_clip"])
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        self.tokens_seen += self.tokens_per_iter
+        self._loss_sum += total
+        self._loss_count += 1
+        if self.loss_history is not None:
+            self.loss_history.append(total)
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed eval batches; touches no training RNG or data cursor."""
+        devices = [torch.cuda.current_device()] if self.device == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self.model.eval()
+            losses = torch.zeros(len(self.eval_set), device=self.device)
+            for k, (x, y) in enumerate(self.eval_set):
+                with self._autocast():
+                    _, loss = self.model(x, y)
+                assert loss is not None
+                losses[k] = loss.float()
+            self.model.train()
+        return float(losses.mean().item())
+
+    def mean_train_loss(self) -> float | None:
+        return float(self._loss_sum.item()) / self._loss_count if self._loss_count else None
+
+    # ---- the session loop ----------------------------------------------------------------------
+
+    def run(
+        self,
+        budget: Budget,
+        save: Callable[[Trainer], None],
+        *,
+        stop: StopRequest | None = None,
+        started: float | None = None,
+    ) -> SessionOutcome:
+        """Train until the budget or a signal says stop; eval on schedule and at the end; save."""
+        started = self.clock() if started is None else started
+        deadline = None if budget.max_minutes is None else started + budget.max_minutes * 60.0
+        start_iteration = self.iteration
+        target = budget.target(start_iteration)
+        interval = int(self.train_cfg["eval_interval"])
+        log_interval = int(self.train_cfg["log_interval"])
+        outcome = SessionOutcome(start_iteration, start_iteration, "budget_iters")
+        self.model.train()
+        timer = _Estimates(self._first_save_estimate())
+        last_saved = start_iteration
+        last_eval = start_iteration if self.last_val_loss is not None else None
+        if self.iteration == 0 and self.last_val_loss is None:
+            self._scheduled_eval(outcome, timer, save=None)
+            last_eval = 0
+        progress = _Progress(start_iteration, target)
+        window_start, window_iters = self.clock(), 0
+        with progress:
+            while self.iteration < target:
+                if stop is not None and stop.requested:
+                    outcome.stop_reason = "signal"
+                    break
+                if deadline is not None:
+                    # One iteration, then either its scheduled eval (+ save) or the end eval + save.
+                    need = 1.1 * (timer.iteration + timer.eval + timer.save) + 0.05
+                    if self.clock() + need > deadline:
+                        outcome.stop_reason = "budget_time"
+                        break
+                t0 = self.clock()
+                loss = self.train_one_iteration()
+                elapsed = self.clock() - t0
+                timer.observe_iteration(elapsed)
+                outcome.train_seconds += elapsed
+                outcome.tokens_trained += self.tokens_per_iter
+                window_iters += 1
+                if self.iteration % log_interval == 0 or self.iteration == target:
+                    now = self.clock()
+                    rate = window_iters * self.tokens_per_iter / max(now - window_start, 1e-9)
+                    eta = (target - self.iteration) * timer.iteration
+                    if deadline is not None:
+                        eta = min(eta, max(0.0, deadline - now))
+                    log.info(
+                        "iter %d/%d loss %.4f lr %.2e %.0f tok/s elapsed %.1fs eta %.1fs",
+                        self.iteration,
+                        target,
+                        float(loss.item()),
+                        self.lr_at(self.iteration - 1),
+                        rate,
+                        now - started,
+                        eta,
+                    )
+                    progress.update(self.iteration)
+                    window_start, window_iters = now, 0
+                if self.iteration % interval == 0:
+                    if self._scheduled_eval(outcome, timer, save=save):
+                        last_saved = self.iteration
+                    last_eval = self.iteration
+        outcome.end_iteration = self.iteration
+        if self.iteration > start_iteration:
+            if last_eval != self.iteration:
+                t0 = self.clock()
+                val = self.evaluate()
+                timer.eval = self.clock() - t0
+                # Not a scheduled eval: the accumulator keeps running so the next scheduled train_loss
+                # is the same as in an uninterrupted run.
+                outcome.eval_points.append(EvalPoint(self.iteration, val, self.mean_train_loss(), False))
+                self._record_val(val)
+            if last_saved != self.iteration:
+                self._timed_save(save, timer)
+        return outcome
+
+    def _record_val(self, val: float) -> bool:
+        check_finite(val, f"val loss at iteration {self.iteration}")
+        self.last_val_loss = val
+        improved = self.best_val_loss is None or val < self.best_val_loss
+        if improved:
+            self.best_val_loss = val
+        return improved
+
+    def _scheduled_eval(
+        self, outcome: SessionOutcome, timer: _Estimates, save: Callable[[Trainer], None] | None
+    ) -> bool:
+        t0 = self.clock()
+        val = self.evaluate()
+        timer.eval = self.clock() - t0
+        train_loss = self.mean_train_loss()
+        self.last_train_loss = train_loss
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        outcome.eval_points.append(EvalPoint(self.iteration, val, train_loss, True))
+        log.info("eval at iter %d: val_loss %.4f train_loss %s", self.iteration, val, _fmt(train_loss))
+        if self._record_val(val) and save is not None and self.iteration > outcome.start_iteration:
+            self._timed_save(save, timer)
+            return True
+        return False
+
+    def _timed_save(self, save: Callable[[Trainer], None], timer: _Estimates) -> None:
+        t0 = self.clock()
+        save(self)
+        timer.save = self.clock() - t0
+
+    def _first_save_estimate(self) -> float:
+        n_bytes = sum(p.numel() * p.element_size() for p in self.raw_model.parameters()) * 3
+        return 0.05 + n_bytes / SAVE_BYTES_PER_S
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+class _Estimates:
+    """Running estimates of iteration, eval and save time for the wall-time budget."""
+
+    def __init__(self, save_estimate: float) -> None:
+        self.iteration = 0.5  # until measured: pessimistic for small models
+        self.eval = 1.0
+        self.save = save_estimate
+        self._seen = 0
+
+    def observe_iteration(self, seconds: float) -> None:
+        # Recent-weighted, but never below the latest: a slow iteration predicts slow ones.
+        self._seen += 1
+        self.iteration = seconds if self._seen == 1 else max(seconds, 0.8 * self.iteration + 0.2 * seconds)
+
+
+class _Progress:
+    """A rich progress bar on a terminal, nothing otherwise (log lines carry the same facts)."""
+
+    def __init__(self, start: int, target: int) -> None:
+        self.enabled = sys.stderr.isatty() and target > start
+        self.start, self.target = start, target
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("training", total=self.target - self.start)
+        return self
+
+    def update(self, iteration: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=iteration - self.start)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def check_finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise NanechoError(f"{what} is not finite ({value}); lower the learning rate")
+    return value

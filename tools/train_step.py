@@ -1,0 +1,88 @@
+"""train-step: train for a budget, resuming exactly where the selected checkpoint stopped."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nanecho_tools._cli import App, JsonFlag, OutPath, RootDir, RunDir, echo_json, run
+
+app = App(help="Train the model for one session and write step.json.")
+
+
+@app.command()
+def train_step(
+    out: OutPath,
+    run_dir: RunDir = Path(".training-progress/nanecho-cached-ci"),
+    root: RootDir = Path("."),
+    preset: Annotated[str, typer.Option(help="Preset: ci, scheduled or full.")] = "ci",
+    config: Annotated[Path | None, typer.Option(help="JSON override of preset fields.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="selection.json from ckpt-select.")] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start a new run from this checkpoint's weights only.")
+    ] = None,
+    iters: Annotated[int | None, typer.Option(help="Train N MORE iterations this session.")] = None,
+    until_iter: Annotated[int | None, typer.Option(help="Train up to global iteration I.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-time budget, minutes.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    corpus: Annotated[
+        Path | None, typer.Option(help="Corpus file (default: bundled tinyshakespeare).")
+    ] = None,
+    eval_interval: Annotated[int | None, typer.Option(help="Evaluate every N global iterations.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Train one session; save on improvement and at the end; SIGTERM/SIGINT stop cleanly (exit 0).
+
+    Example:
+
+        train-step --run .training-progress/nanecho-cached-ci --preset ci \\
+            --resume selection.json --max-minutes 5 --out step.json
+    """
+    started = time.monotonic()
+    from nanecho_core.github import write_outputs
+    from nanecho_core.signals import TrainingAborted
+    from nanecho_core.train_session import TrainRequest, github_outputs, run_train_step
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    request = TrainRequest(
+        root=root,
+        run=run_dir,
+        preset=preset,
+        config_path=config,
+        resume=resume,
+        init_from=init_from,
+        iters=iters,
+        until_iter=until_iter,
+        max_minutes=max_minutes,
+        device=device,
+        corpus=corpus,
+        eval_interval=eval_interval,
+        out=out,
+    )
+    try:
+        record = run_train_step(request, started)
+    except TrainingAborted as exc:
+        typer.echo(f"Aborted: {exc}; the previous checkpoint stays valid", err=True)
+        raise typer.Exit(128 + exc.signum) from None
+    write_outputs(github_outputs(record))
+    if json_output:
+        echo_json(record)
+    else:
+        typer.echo(
+            f"{record['session_id']}: iterations {record['start_iteration']} -> {record['end_iteration']}, "
+            f"val_loss {record['start_val_loss']} -> {record['end_val_loss']}, "
+            f"stop {record['stop_reason']}, {len(record['checkpoints_written'])} checkpoint(s) -> {out}"
+        )
+
+
+def main() -> None:
+    run(app)
+
+
+if __name__ == "__main__":
+    main()
