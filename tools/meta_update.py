@@ -238,12 +238,15 @@ def prune(
     from nanecho_core.store import load_metadata, locked
 
     paths = _paths(root, run_dir)
-    with locked(paths):
-        doc = load_metadata(paths, missing_ok=False)
-        plan = plan_prune(paths, doc, keep_best, keep_last)
-        if not dry_run and plan.delete:
-            apply_prune(paths, doc, plan, utc_now())
-            update(paths, doc)
+    if dry_run:  # read-only: not even the lock file is created
+        plan = plan_prune(paths, load_metadata(paths, missing_ok=False), keep_best, keep_last)
+    else:
+        with locked(paths):
+            doc = load_metadata(paths, missing_ok=False)
+            plan = plan_prune(paths, doc, keep_best, keep_last)
+            if plan.delete:
+                apply_prune(paths, doc, plan, utc_now())
+                update(paths, doc)
     if as_json:
         echo_json(
             {
