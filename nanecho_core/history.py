@@ -19,7 +19,7 @@ from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import parse_json
 from nanecho_core.summary import downsample
 from nanecho_core.summary_html import Chart, Series, html_table, page, svg_chart
-from nanecho_core.summary_md import _table, fmt_loss, mermaid_number
+from nanecho_core.summary_md import MERMAID_ONE_LINE, fmt_loss, md_table, mermaid_number
 
 CHART_POINTS = 80
 TABLE_ROWS = 20
@@ -170,7 +170,7 @@ def legacy_markdown(history: dict[str, Any]) -> str:
     labels = ", ".join(f'"v{v["version"]}{" reset" if v["reset"] else ""}"' for v in shown)
     top = max(v["iteration"] for v in shown) if shown else 0
     chart = (
-        "```mermaid\nxychart-beta\n"
+        "```mermaid\n" + MERMAID_ONE_LINE + "xychart-beta\n"
         f'    title "Legacy history: best checkpoint iteration per version"\n'
         f'    x-axis "version" [{labels}]\n'
         f'    y-axis "iteration" 0 --> {mermaid_number(top * 1.05 or 1)}\n'
@@ -186,9 +186,9 @@ def legacy_markdown(history: dict[str, Any]) -> str:
             f"**{history['resets']} resets** (the best checkpoint's iteration went backwards).\n",
             chart,
             "## Resets\n",
-            _table(RESET_HEADER, _resets_rows(history)),
+            md_table(RESET_HEADER, _resets_rows(history)),
             f"## Chart data ({len(shown)} of {history['versions']} versions: sampled, plus each reset and the one before)\n",
-            _table(VERSION_HEADER, _version_rows(shown)),
+            md_table(VERSION_HEADER, _version_rows(shown)),
         ]
     )
 

@@ -55,6 +55,7 @@ class SessionRow:
     best_known_val_loss: float | None
     resumed_val_loss: float | None
     best_after: float | None  # the run's best val loss once this session ended
+    evals: tuple[tuple[float, float], ...] = ()  # (cumulative tokens, val loss) per evaluation
 
     @property
     def session_id(self) -> str:
@@ -68,20 +69,23 @@ class SessionRow:
     def is_regression(self) -> bool:
         return WORSE_CHECKPOINT in self.flags
 
-    def eval_curve(self) -> list[tuple[float, float]]:
+    def eval_curve(self) -> tuple[tuple[float, float], ...]:
         """(cumulative tokens, val loss) of every evaluation in this session."""
-        rec = self.record
-        start, end = rec["start_iteration"], rec["end_iteration"]
-        points: list[tuple[float, float]] = []
-        for point in rec.get("eval_points") or []:
-            it, val = point[0], point[1]
-            frac = (it - start) / (end - start) if end > start else 1.0
-            points.append((self.tokens_before + self.tokens * min(max(frac, 0.0), 1.0), float(val)))
-        if not points and rec["end_val_loss"] is not None:
-            if rec["start_val_loss"] is not None:
-                points.append((float(self.tokens_before), float(rec["start_val_loss"])))
-            points.append((float(self.tokens_before + self.tokens), float(rec["end_val_loss"])))
-        return points
+        return self.evals
+
+
+def _eval_curve(rec: dict[str, Any], tokens_before: int, tokens: int) -> tuple[tuple[float, float], ...]:
+    start, end = rec["start_iteration"], rec["end_iteration"]
+    points: list[tuple[float, float]] = []
+    for point in rec.get("eval_points") or []:
+        it, val = point[0], point[1]
+        frac = (it - start) / (end - start) if end > start else 1.0
+        points.append((tokens_before + tokens * min(max(frac, 0.0), 1.0), float(val)))
+    if not points and rec["end_val_loss"] is not None:
+        if rec["start_val_loss"] is not None:
+            points.append((float(tokens_before), float(rec["start_val_loss"])))
+        points.append((float(tokens_before + tokens), float(rec["end_val_loss"])))
+    return tuple(points)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class RunView:
     paths: RunPaths
     summary: dict[str, Any]
     sessions: list[SessionRow]
+    curve: list[tuple[float, float]]  # best val loss so far at each improvement (cumulative tokens)
 
     @property
     def name(self) -> str:
@@ -134,9 +139,12 @@ def derive_rows(records: Sequence[dict[str, Any]], checkpoint_losses: dict[str, 
 
     What a session "knew" is what had ended before it started: two CI jobs racing from the same
     checkpoint are not a reset, a job that starts from scratch an hour after progress was made is.
+    A reset or regression is flagged once, where it happens: once a flagged session has ended, the
+    run continues from it, and later sessions are compared with it rather than with the lost line.
     """
     ordered = order_sessions(records)
-    pending: list[tuple[dt.datetime, int, int, float | None]] = []  # (ended_at, n, end_iter, best)
+    # (ended_at, n, end_iteration, best val loss, flagged)
+    pending: list[tuple[dt.datetime, int, int, float | None, bool]] = []
     known_max_iter = 0
     known_best: float | None = None
     run_best: float | None = None
@@ -145,7 +153,10 @@ def derive_rows(records: Sequence[dict[str, Any]], checkpoint_losses: dict[str, 
     for number, rec in enumerate(ordered):
         started = _timestamp(rec["started_at"])
         while pending and pending[0][0] <= started:
-            _, _, end_iter, best = heapq.heappop(pending)
+            _, _, end_iter, best, was_flagged = heapq.heappop(pending)
+            if was_flagged:  # the run goes on from the flagged session: compare later ones with it
+                known_max_iter, known_best = end_iter, best
+                continue
             known_max_iter = max(known_max_iter, end_iter)
             if best is not None and (known_best is None or best < known_best):
                 known_best = best
@@ -180,10 +191,13 @@ def derive_rows(records: Sequence[dict[str, Any]], checkpoint_losses: dict[str, 
                 best_known_val_loss=known_best,
                 resumed_val_loss=resumed_loss,
                 best_after=run_best,
+                evals=_eval_curve(rec, tokens_so_far, tokens),
             )
         )
         tokens_so_far += tokens
-        heapq.heappush(pending, (_timestamp(rec["ended_at"]), number, rec["end_iteration"], best))
+        heapq.heappush(
+            pending, (_timestamp(rec["ended_at"]), number, rec["end_iteration"], best, bool(flags))
+        )
     return rows
 
 
@@ -294,7 +308,9 @@ def _best(index: dict[str, Any], rows: Sequence[SessionRow]) -> dict[str, Any]:
     }
 
 
-def run_summary(paths: RunPaths, index: dict[str, Any], rows: Sequence[SessionRow]) -> dict[str, Any]:
+def run_summary(
+    paths: RunPaths, index: dict[str, Any], rows: Sequence[SessionRow], curve: Sequence[tuple[float, float]]
+) -> dict[str, Any]:
     """The `runs.<name>` object of training_summary.json."""
     last = rows[-1].record if rows else None
     speeds = [r.record["tokens_per_s"] for r in rows if r.record["tokens_per_s"]]
@@ -302,7 +318,6 @@ def run_summary(paths: RunPaths, index: dict[str, Any], rows: Sequence[SessionRo
     for entry in index["checkpoints"]:
         statuses[entry["status"]] += 1
     flagged = [r for r in rows if r.flags]
-    curve = best_curve(rows)
     return {
         "run": paths.name,
         "dir": Path(os.path.relpath(paths.dir, paths.root)).as_posix(),
@@ -356,8 +371,8 @@ def build_run(paths: RunPaths) -> RunView:
             )
     losses = {e["id"]: e["metrics"]["val_loss"] for e in index["checkpoints"] if e["metrics"]["val_loss"]}
     rows = derive_rows(records, losses)
-    summary = run_summary(paths, index, rows)
-    return RunView(paths=paths, summary=summary, sessions=rows)
+    curve = best_curve(rows)
+    return RunView(paths=paths, summary=run_summary(paths, index, rows, curve), sessions=rows, curve=curve)
 
 
 def summary_document(views: Sequence[RunView]) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def svg_chart(chart: Chart) -> str:
             f'<line class="boundary" x1="{sx(bx):.1f}" y1="{PAD_T}" x2="{sx(bx):.1f}" '
             f'y2="{PAD_T + plot_h}" stroke="#bbb" stroke-dasharray="2,3"/>'
         )
-    for fx, label in chart.flagged:
+    for fx, label in downsample(chart.flagged, MAX_MARKERS):
         out.append(
             f'<line class="flagged" x1="{sx(fx):.1f}" y1="{PAD_T}" x2="{sx(fx):.1f}" y2="{PAD_T + plot_h}" '
             f'stroke="{RESET_COLOR}" stroke-width="1.5"><title>{escape(label)}</title></line>'

@@ -19,12 +19,14 @@ from nanecho_core.summary import (
     WORSE_CHECKPOINT,
     RunView,
     SessionRow,
-    best_curve,
     downsample,
 )
 
 README_START = "<!-- nanecho:progress:start -->"
 README_END = "<!-- nanecho:progress:end -->"
+# Mermaid's default xychart palette draws the first line almost white; name the colours.
+MERMAID_PALETTE = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "#9aa0a6, #1f77b4"}}}}%%\n'
+MERMAID_ONE_LINE = MERMAID_PALETTE.replace("#9aa0a6, ", "")
 CHART_SAMPLES = 24  # points of the best-over-tokens chart
 TABLE_POINTS = 16  # rows of the table beside it (new bests, downsampled)
 
@@ -78,7 +80,7 @@ def flag_text(row: SessionRow) -> str:
     return "; ".join(parts)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -92,7 +94,7 @@ def _axis_range(values: Sequence[float]) -> tuple[str, str]:
 
 def session_label(row: SessionRow) -> str:
     mark = " reset" if row.is_reset else " regression" if row.is_regression else ""
-    return f"#{row.index}{mark}"
+    return f"s{row.index}{mark}"
 
 
 def sessions_chart(rows: Sequence[SessionRow], title: str) -> str:
@@ -106,7 +108,7 @@ def sessions_chart(rows: Sequence[SessionRow], title: str) -> str:
     lo, hi = _axis_range(starts + ends)
     labels = ", ".join(f'"{session_label(r)}"' for r in plotted)
     return (
-        "```mermaid\nxychart-beta\n"
+        "```mermaid\n" + MERMAID_PALETTE + "xychart-beta\n"
         f'    title "{title}"\n'
         f'    x-axis "session" [{labels}]\n'
         f'    y-axis "val loss" {lo} --> {hi}\n'
@@ -143,7 +145,7 @@ def _token_scale(maximum: float) -> tuple[float, str]:
 
 def best_chart(view: RunView) -> str:
     """Mermaid + table: best val loss over cumulative tokens trained (all sessions, sampled)."""
-    curve = best_curve(view.sessions)
+    curve = view.curve
     points = sample_best(curve, CHART_SAMPLES, view.summary["tokens_trained"])
     if not points:
         return "_No evaluations yet._\n"
@@ -152,7 +154,7 @@ def best_chart(view: RunView) -> str:
     x0, x1 = mermaid_number(points[0][0] / scale), mermaid_number(points[-1][0] / scale)
     unit = f" ({suffix})" if suffix else ""
     chart = (
-        "```mermaid\nxychart-beta\n"
+        "```mermaid\n" + MERMAID_ONE_LINE + "xychart-beta\n"
         f'    title "{view.name}: best val loss over tokens trained"\n'
         f'    x-axis "tokens trained{unit}" {x0} --> {x1}\n'
         f'    y-axis "best val loss" {lo} --> {hi}\n'
@@ -160,7 +162,7 @@ def best_chart(view: RunView) -> str:
         "```\n"
     )
     improvements = downsample(curve, TABLE_POINTS)
-    table = _table(
+    table = md_table(
         ["tokens trained", "new best val loss"], [[fmt_count(x), fmt_loss(v)] for x, v in improvements]
     )
     return chart + "\n<details><summary>Chart data: each new best</summary>\n\n" + table + "\n</details>\n"
@@ -189,13 +191,13 @@ def sessions_table(rows: Sequence[SessionRow]) -> str:
                 flag_text(row),
             ]
         )
-    return _table(header, body)
+    return md_table(header, body)
 
 
 def best_at(view: RunView, tokens: float) -> float | None:
     """The run's best val loss once `tokens` tokens had been trained."""
     best = None
-    for x, value in best_curve(view.sessions):
+    for x, value in view.curve:
         if x > tokens:
             break
         best = value
@@ -236,7 +238,7 @@ def comparison_rows(views: Sequence[RunView]) -> tuple[list[str], list[list[str]
 
 def comparison_table(views: Sequence[RunView]) -> str:
     header, body = comparison_rows(views)
-    return _table(header, body)
+    return md_table(header, body)
 
 
 def best_line(view: RunView) -> str:
@@ -310,10 +312,10 @@ def replace_readme_block(path: Path, block: str) -> str:
         raise NanechoError(
             f"expected one {README_START} and one {README_END} marker, found {starts} and {ends}", path
         )
-    head, rest = text.split(README_START)
-    middle, tail = rest.split(README_END)
-    if README_END in head:
+    if text.index(README_END) < text.index(README_START):
         raise NanechoError(f"{README_END} comes before {README_START}", path)
+    head, rest = text.split(README_START)
+    _, tail = rest.split(README_END)
     newline = "\r\n" if "\r\n" in text else "\n"
     body = block.strip("\n").replace("\n", newline)
     return head + README_START + newline + body + newline + README_END + tail
@@ -334,7 +336,7 @@ def session_figures(record: dict[str, Any], row: SessionRow | None) -> str:
     ]
     if row is not None and row.flags:
         figures.append(["flags", flag_text(row)])
-    return _table(["figure", "value"], figures)
+    return md_table(["figure", "value"], figures)
 
 
 def step_summary_markdown(views: Sequence[RunView], session: dict[str, Any] | None) -> str:
