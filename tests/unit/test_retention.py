@@ -1,0 +1,107 @@
+"""Retention: what prune keeps and why, and compact's aggregate rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from nanecho_core import index
+from nanecho_core.errors import NanechoError
+from nanecho_core.retention import apply_prune, compact, plan_prune
+from nanecho_core.store import empty_index
+from tests.factories import make_entry
+from tests.unit.test_selection import chain, seed_run
+
+
+def test_size_pruning_never_deletes_the_best_first(tmp_path: Path) -> None:
+    # The legacy pruner deleted the best checkpoint first; with nothing asked to be kept,
+    # the best and the latest still survive.
+    entries = chain(1.9, 1.2, 1.8, 1.7, 1.6)
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    assert plan.keep == {entries[1]["id"]: "best", entries[4]["id"]: "latest"}
+    assert [e["id"] for e in plan.delete] == [entries[i]["id"] for i in (0, 2, 3)]
+
+
+def test_keep_best_and_keep_last_counts(tmp_path: Path) -> None:
+    entries = chain(1.9, 1.2, 1.8, 1.3, 1.6)
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=2, keep_last=2)
+    assert plan.keep == {
+        entries[1]["id"]: "best",
+        entries[4]["id"]: "latest",
+        entries[3]["id"]: "best #2",  # also latest #2: kept once, for the first reason
+    }
+    assert [e["id"] for e in plan.delete] == [entries[0]["id"], entries[2]["id"]]
+
+
+def test_pinned_checkpoint_keeps_its_whole_ancestry(tmp_path: Path) -> None:
+    entries = chain(1.9, 1.8, 1.7, 1.2, 1.6)
+    entries[2]["tags"] = ["keep"]
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    assert plan.keep[entries[2]["id"]] == "tagged keep"
+    assert plan.keep[entries[1]["id"]] == f"ancestor of pinned {entries[2]['id']}"
+    assert plan.keep[entries[0]["id"]] == f"ancestor of pinned {entries[2]['id']}"
+    assert plan.delete == []
+
+
+def test_unmeasured_latest_keeps_its_measured_parent(tmp_path: Path) -> None:
+    # A forced save at SIGTERM has no val loss; its parent is the measured fallback.
+    entries = chain(1.2, 1.5, None)
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    assert plan.keep[entries[1]["id"]] == f"measured parent of {entries[2]['id']} (no val_loss)"
+    assert plan.delete == []
+
+
+def test_apply_prune_deletes_files_and_sidecars_and_marks_pruned(tmp_path: Path) -> None:
+    entries = chain(1.9, 1.2, 1.5)
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    apply_prune(paths, doc, plan, "2026-11-24T01:00:00Z")
+    gone = paths.dir / entries[0]["file"]
+    assert not gone.exists() and not gone.with_suffix(".json").exists()
+    assert doc["checkpoints"][0]["status"] == "pruned"
+    assert doc["checkpoints"][0]["notes"] == ["pruned 2026-11-24T01:00:00Z by meta-update prune"]
+
+
+def test_negative_counts_are_user_errors(tmp_path: Path) -> None:
+    paths = seed_run(tmp_path, chain(1.0))
+    with pytest.raises(NanechoError, match="must be >= 0"):
+        plan_prune(paths, empty_index(paths.name), keep_best=-1, keep_last=0)
+
+
+def test_compact_folds_old_pruned_entries_into_session_rows() -> None:
+    doc = empty_index("r")
+    old = [
+        make_entry("s-old", i * 100, 3.0 - i / 10, status="pruned", created_at=f"2026-01-0{i}T00:00:00Z")
+        for i in (1, 2, 3)
+    ]
+    kept_parent = make_entry("s-old", 400, 2.5, status="pruned", created_at="2026-01-04T00:00:00Z")
+    child = make_entry("s-new", 500, 2.0, parent_id=kept_parent["id"], created_at="2026-11-20T00:00:00Z")
+    recent_pruned = make_entry("s-new", 450, 2.2, status="pruned", created_at="2026-11-19T00:00:00Z")
+    doc["checkpoints"] = [*old, kept_parent, recent_pruned, child]
+    index.recompute(doc)
+    folded = compact(doc, 90, dt.datetime(2026, 11, 24, tzinfo=dt.UTC))
+    assert folded == sorted(e["id"] for e in old)
+    assert [e["id"] for e in doc["checkpoints"]] == [kept_parent["id"], recent_pruned["id"], child["id"]]
+    assert doc["aggregates"] == [
+        {
+            "session_id": "s-old",
+            "count": 3,
+            "first_iteration": 100,
+            "last_iteration": 300,
+            "best_val_loss": 2.7,
+            "first_created_at": "2026-01-01T00:00:00Z",
+            "last_created_at": "2026-01-03T00:00:00Z",
+        }
+    ]
+    assert compact(doc, 90, dt.datetime(2026, 11, 24, tzinfo=dt.UTC)) == []
