@@ -1,0 +1,240 @@
+"""The summarize CLI, in-process (CliRunner) and as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nanecho_core.fsio import atomic_write_json
+from nanecho_tools.summarize import app
+from tests.summary_support import CI, session, three_session_run, write_run
+
+runner = CliRunner()
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "training_summary_history.jsonl"
+SHORT = (
+    "nanecho-cached-ci: 3 sessions, iteration 100, 230k tokens, best val loss 2, resets 1, regressions 0, "
+    "trend worsening\n"
+)
+README = (
+    "# Demo\n\nKeep me.\n\n<!-- nanecho:progress:start -->\nstale\n<!-- nanecho:progress:end -->\n\nAnd me.\n"
+)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_default_writes_summary_and_progress_and_prints_one_line_per_run(tmp_path: Path) -> None:
+    paths = three_session_run(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == SHORT
+    doc = json.loads(paths.summary.read_text())
+    assert list(doc["runs"]) == ["nanecho-cached-ci"] and doc["schema_version"] == 1
+    assert (tmp_path / ".training-progress/PROGRESS.md").read_text().startswith("# Training progress\n")
+
+
+def test_json_prints_the_summary_document_the_file_holds(tmp_path: Path) -> None:
+    paths = three_session_run(tmp_path)
+    for args in (["--json"], ["--format", "json"]):
+        result = runner.invoke(app, ["--root", str(tmp_path), *args])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == paths.summary.read_text()
+
+
+def test_format_md_and_term_print_their_views(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    md = runner.invoke(app, ["--root", str(tmp_path), "--format", "md"])
+    assert md.stdout == (tmp_path / ".training-progress/PROGRESS.md").read_text()
+    term = runner.invoke(app, ["--root", str(tmp_path), "--format", "term"])
+    assert term.exit_code == 0, term.stderr
+    assert "NanEcho runs" in term.stdout and "nanecho-cached-ci" in term.stdout and "reset" in term.stdout
+
+
+def test_format_html_prints_the_dashboard_and_html_path_writes_it(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    printed = runner.invoke(app, ["--root", str(tmp_path), "--format", "html"])
+    assert printed.stdout.startswith("<!DOCTYPE html>")
+    target = tmp_path / "out" / "dashboard.html"
+    written = runner.invoke(app, ["--root", str(tmp_path), "--html", str(target)])
+    assert written.exit_code == 0 and written.stdout == SHORT
+    assert target.read_text() == printed.stdout
+
+
+def test_readme_block_is_updated_and_nothing_else_in_the_readme_changes(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    (tmp_path / "README.md").write_text(README)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--readme", "README.md"])
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / "README.md").read_text()
+    head, rest = text.split("<!-- nanecho:progress:start -->\n")
+    block, tail = rest.split("<!-- nanecho:progress:end -->")
+    assert head == "# Demo\n\nKeep me.\n\n" and tail == "\n\nAnd me.\n"
+    assert block.startswith("### Training progress\n\n| run | preset |")
+    assert "| nanecho-cached-ci | ci | 3 | 100 |" in block
+    assert block.endswith(
+        "Charts, sessions and resets: [.training-progress/PROGRESS.md](.training-progress/PROGRESS.md).\n"
+    )
+
+
+def test_readme_without_markers_exits_2_naming_it_and_writes_nothing(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    (tmp_path / "README.md").write_text("# no markers here\n")
+    before = snapshot(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--readme", "README.md"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {tmp_path / 'README.md'}: expected one <!-- nanecho:progress:start --> and one "
+        "<!-- nanecho:progress:end --> marker, found 0 and 0\n"
+    )
+    assert result.stdout == ""
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (
+            lambda p: p.sessions.write_text('{"schema_version": 1}\n{"torn'),
+            "sessions.jsonl:1:$: does not match",
+        ),
+        (
+            lambda p: p.sessions.write_text("not json\nnot json either\n"),
+            "sessions.jsonl: line 1 is not valid JSON",
+        ),
+        (
+            lambda p: p.metadata.parent.mkdir(parents=True) or p.metadata.write_text("{"),
+            "metadata.json: malformed JSON",
+        ),
+        (lambda p: atomic_write_json(p.metadata, {"schema_version": 2}), "metadata.json:$: does not match"),
+    ],
+)
+def test_malformed_inputs_exit_2_with_one_line_and_nothing_written(
+    tmp_path: Path, corrupt, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    paths = write_run(tmp_path, [])
+    paths.sessions.write_text("")
+    corrupt(paths)
+    before = snapshot(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--run", CI, "--html", str(tmp_path / "d.html")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_run_outside_the_root_or_missing_is_refused(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    escape = runner.invoke(app, ["--root", str(tmp_path), "--run", "../elsewhere"])
+    assert escape.exit_code == 2 and "escapes" in escape.stderr
+    missing = runner.invoke(app, ["--root", str(tmp_path), "--run", ".training-progress/nope"])
+    assert missing.exit_code == 2
+    assert missing.stderr == f"Error: {tmp_path / '.training-progress/nope'}: run directory not found\n"
+
+
+def test_unknown_format_exits_2(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--format", "pdf"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --format must be one of json, md, html, term, got 'pdf'\n"
+
+
+def test_step_summary_appends_this_sessions_figures_and_outputs_go_to_github_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = three_session_run(tmp_path)
+    step = tmp_path / "step.json"
+    atomic_write_json(step, json.loads(paths.sessions.read_text().splitlines()[-1]))
+    summary_file, output_file = tmp_path / "summary.md", tmp_path / "output.txt"
+    summary_file.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output_file))
+    result = runner.invoke(app, ["--root", str(tmp_path), "--step-summary", "--session", str(step)])
+    assert result.exit_code == 0, result.stderr
+    text = summary_file.read_text()
+    assert text.startswith("earlier step\n## NanEcho: nanecho-cached-ci\n")
+    assert "### This session\n" in text and "| iterations | 0 → 100 |" in text and "xychart-beta" in text
+    assert output_file.read_text() == (
+        "runs=nanecho-cached-ci\n"
+        f"progress_file={(tmp_path / '.training-progress/PROGRESS.md').as_posix()}\n"
+        "resets=1\nregressions=0\ndashboard=\nbest_val_loss=2.0\nbest_checkpoint=\n"
+    )
+
+
+def test_several_runs_are_compared_and_run_selects_one(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    write_run(
+        tmp_path,
+        [
+            session(
+                1,
+                0,
+                50,
+                source="fresh",
+                start_loss=None,
+                end_loss=3.0,
+                run="nanecho-cached-full",
+                preset="full",
+            )
+        ],
+        run=".training-progress/nanecho-cached-full",
+    )
+    both = runner.invoke(app, ["--root", str(tmp_path), "--json"])
+    assert list(json.loads(both.stdout)["runs"]) == ["nanecho-cached-ci", "nanecho-cached-full"]
+    one = runner.invoke(
+        app, ["--root", str(tmp_path), "--run", ".training-progress/nanecho-cached-full", "--json"]
+    )
+    assert list(json.loads(one.stdout)["runs"]) == ["nanecho-cached-full"]
+
+
+def test_no_write_prints_without_touching_files(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    before = snapshot(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--no-write", "--format", "md"])
+    assert result.exit_code == 0 and result.stdout.startswith("# Training progress")
+    assert snapshot(tmp_path) == before
+
+
+def test_legacy_history_renders_without_touching_runs(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--legacy-history", str(FIXTURE), "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["versions"], doc["resets"]) == (243, 9)
+    md = runner.invoke(app, ["--legacy-history", str(FIXTURE)])
+    assert md.stdout.startswith("# Legacy training history (training_summary_history.jsonl)\n")
+    html = runner.invoke(app, ["--legacy-history", str(FIXTURE), "--html", str(tmp_path / "legacy.html")])
+    assert html.exit_code == 0 and (tmp_path / "legacy.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_console_script_matches_in_process_and_never_imports_torch(tmp_path: Path, tool_bin: Path) -> None:
+    three_session_run(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    proc = subprocess.run(
+        [str(tool_bin / "summarize"), "--root", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == runner.invoke(app, ["--root", str(tmp_path), "--json"]).stdout
+    bad = subprocess.run(
+        [str(tool_bin / "summarize"), "--root", str(tmp_path / "absent")], capture_output=True, text=True
+    )
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert (
+        bad.stderr == f"Error: {tmp_path / 'absent'}: no runs found under .training-progress/ (give --run)\n"
+    )
+    code = (
+        "import sys; from pathlib import Path; from nanecho_core.summary_report import summarize;"
+        f"summarize(Path({str(tmp_path)!r}), html=Path({str(tmp_path / 'd.html')!r}), readme=None);"
+        "from nanecho_core.history import load_legacy_history;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'jsonschema')))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout == "[]\n"
