@@ -28,20 +28,19 @@ GITATTRIBUTES_LINES = (
     "*/training_summary.json merge=nanecho-derived",
     "PROGRESS.md merge=nanecho-derived",
 )
+# The same patterns as this project's own .training-progress/.gitignore (weights never reach git).
 GITIGNORE_LINES = (
     "*.pt",
     "*.pth",
     "*.bin",
     "*.safetensors",
-    "artifacts/",
-    "*/cache/checkpoints/",
-    "*/cache/data/",
+    "*.tmp",
     ".lock",
+    "artifacts/",
+    "**/cache/checkpoints/",
+    "**/cache/data/",
+    ".metadata.verified",
 )
-METADATA_DRIVER = {
-    "merge.nanecho-metadata.name": "NanEcho metadata index: union of checkpoints by id",
-    "merge.nanecho-metadata.driver": "meta-update merge-driver %O %A %B",
-}
 # Derived files keep the upstream side during a rebase; progress-commit regenerates them afterwards.
 DERIVED_DRIVER = {
     "merge.nanecho-derived.name": "NanEcho derived file: regenerated after merging, never merged",
@@ -177,17 +176,12 @@ def ensure_progress_files(root: Path) -> list[Path]:
 def install_merge_drivers(git: Git) -> list[str]:
     """Set the metadata and derived-file merge drivers in the local git config when missing."""
     installed: list[str] = []
-    try:  # the metadata engineer's installer, when it exists, owns the metadata driver's definition
-        from nanecho_core.index import install_merge_driver  # type: ignore[attr-defined]
-    except ImportError:
-        install_merge_driver = None
-    if (
-        install_merge_driver is not None
-        and git.config_get("merge.nanecho-metadata.driver", local=True) is None
-    ):
-        install_merge_driver(git.root)
+    if git.config_get("merge.nanecho-metadata.driver", local=True) is None:
+        from nanecho_core.index_merge import install_merge_driver
+
+        install_merge_driver(git.root)  # the metadata index owns its driver's definition
         installed.append("merge.nanecho-metadata.driver")
-    for key, value in {**METADATA_DRIVER, **DERIVED_DRIVER}.items():
+    for key, value in DERIVED_DRIVER.items():
         if git.config_get(key, local=True) is None:
             git.run("config", "--local", key, value)
             installed.append(key)

@@ -151,8 +151,11 @@ def integrate(git: Git, remote: str, branch: str) -> tuple[str, str] | None:
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float = 30.0) -> float:
-    """Exponential backoff with full jitter: uniform in [base/2, base·2^(attempt-1)], capped."""
-    high = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    """Exponential backoff with jitter: uniform in [base/2, base·2^(attempt-1)], capped at 32·base and cap_s.
+
+    The 32·base cap keeps a writer that lost many races from sleeping far longer than the race lasts.
+    """
+    high = min(cap_s, 32 * base_s, base_s * (2 ** max(0, attempt - 1)))
     return random.uniform(min(base_s / 2, high), high) if high > 0 else 0.0
 
 

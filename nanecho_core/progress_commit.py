@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanecho_core import env, gitops, gitpush, gitrecover, schema
+from nanecho_core import env, fastschema, gitops, gitpush, gitrecover
 from nanecho_core.commit_message import DEFAULT_SKIP_CI_MARKER, build_message
 from nanecho_core.errors import NanechoError
 from nanecho_core.redact import redact
 from nanecho_core.store import RunPaths, load_metadata, read_document, read_sessions, run_paths
 
 log = logging.getLogger(__name__)
+
+COMMIT_RESULT_VERSION = 1  # schemas/commit_result.schema.json's schema_version const (a test pins it)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class CommitResult:
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "schema_version": schema.current_version("commit_result"),
+            "schema_version": COMMIT_RESULT_VERSION,
             "status": self.status,
             "sha": self.sha,
             "attempts": self.attempts,
@@ -65,7 +67,7 @@ class CommitResult:
             "files": self.files,
             "note": self.note,
         }
-        return schema.validate(doc, "commit_result")
+        return fastschema.validate(doc, "commit_result")
 
     def error(self) -> NanechoError | None:
         """The one-line user error for a failed push (exit 2), naming the remote and the bundle."""

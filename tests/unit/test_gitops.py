@@ -63,11 +63,12 @@ def test_git_output_is_redacted_before_anyone_sees_it() -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    for attempt, high in ((1, 1.0), (2, 2.0), (3, 4.0), (6, 30.0), (20, 30.0)):
+    for attempt, high in ((1, 1.0), (2, 2.0), (3, 4.0), (6, 30.0), (20, 30.0)):  # base 1 s: capped at 30 s
         delays = [gitpush.backoff_delay(attempt, 1.0) for _ in range(200)]
         assert min(delays) >= 0.5 and max(delays) <= high
         assert len(set(delays)) > 150  # jittered, so concurrent writers do not retry in lockstep
     assert gitpush.backoff_delay(3, 0.0) == 0.0
+    assert max(gitpush.backoff_delay(20, 0.05) for _ in range(200)) <= 1.6  # small bases cap at 32x
 
 
 def test_bot_identity_fills_only_what_git_lacks(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,3 +150,10 @@ def test_open_repo_names_a_directory_that_is_not_a_work_tree(tmp_path: Path) -> 
     with pytest.raises(NanechoError, match="not a git work tree") as caught:
         gitops.open_repo(tmp_path)
     assert caught.value.path == str(tmp_path)
+
+
+def test_commit_result_version_matches_the_schema() -> None:
+    from nanecho_core import schema
+    from nanecho_core.progress_commit import COMMIT_RESULT_VERSION
+
+    assert schema.current_version("commit_result") == COMMIT_RESULT_VERSION
