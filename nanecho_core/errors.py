@@ -30,8 +30,15 @@ class NanechoError(Exception):
             where += ": "
         elif self.json_path:
             where = f"{self.json_path}: "
-        # One line, always: messages built from subprocess output may carry newlines.
-        return ("Error: " + where + self.message).replace("\n", " ").strip()
+        # One line, always: messages built from subprocess output may carry newlines, and keys or
+        # values quoted from a hostile document may carry \r, \u2028 or terminal escapes.
+        return _one_printable_line("Error: " + where + self.message)
+
+
+def _one_printable_line(text: str) -> str:
+    """Line breaks of any kind become spaces; other control characters are shown escaped."""
+    text = " ".join(text.splitlines())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text).strip()
 
 
 class NothingToDo(Exception):
