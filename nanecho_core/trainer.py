@@ -71,6 +71,8 @@ class SessionOutcome:
     eval_points: list[EvalPoint] = field(default_factory=list)
     train_seconds: float = 0.0
     tokens_trained: int = 0
+    max_iteration_s: float = 0.0
+    max_save_s: float = 0.0
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -279,7 +281,7 @@ class Trainer:
         log_interval = int(self.train_cfg["log_interval"])
         outcome = SessionOutcome(start_iteration, start_iteration, "budget_iters")
         self.model.train()
-        timer = _Estimates(self._first_save_estimate())
+        timer = _Estimates(self._first_save_estimate(), len(self.eval_set))
         last_saved = start_iteration
         last_eval = start_iteration if self.last_val_loss is not None else None
         if self.iteration == 0 and self.last_val_loss is None:
@@ -302,6 +304,7 @@ class Trainer:
                 loss = self.train_one_iteration()
                 elapsed = self.clock() - t0
                 timer.observe_iteration(elapsed)
+                outcome.max_iteration_s = max(outcome.max_iteration_s, elapsed)
                 outcome.train_seconds += elapsed
                 outcome.tokens_trained += self.tokens_per_iter
                 window_iters += 1
@@ -338,7 +341,7 @@ class Trainer:
                 outcome.eval_points.append(EvalPoint(self.iteration, val, self.mean_train_loss(), False))
                 self._record_val(val)
             if last_saved != self.iteration:
-                self._timed_save(save, timer)
+                self._timed_save(save, timer, outcome)
         return outcome
 
     def _record_val(self, val: float) -> bool:
@@ -362,14 +365,17 @@ class Trainer:
         outcome.eval_points.append(EvalPoint(self.iteration, val, train_loss, True))
         log.info("eval at iter %d: val_loss %.4f train_loss %s", self.iteration, val, _fmt(train_loss))
         if self._record_val(val) and save is not None and self.iteration > outcome.start_iteration:
-            self._timed_save(save, timer)
+            self._timed_save(save, timer, outcome)
             return True
         return False
 
-    def _timed_save(self, save: Callable[[Trainer], None], timer: _Estimates) -> None:
+    def _timed_save(
+        self, save: Callable[[Trainer], None], timer: _Estimates, outcome: SessionOutcome
+    ) -> None:
         t0 = self.clock()
         save(self)
         timer.save = self.clock() - t0
+        outcome.max_save_s = max(outcome.max_save_s, timer.save)
 
     def _first_save_estimate(self) -> float:
         n_bytes = sum(p.numel() * p.element_size() for p in self.raw_model.parameters()) * 3
@@ -381,18 +387,42 @@ def _fmt(value: float | None) -> str:
 
 
 class _Estimates:
-    """Running estimates of iteration, eval and save time for the wall-time budget."""
+    """Running estimates of iteration, eval and save time for the wall-time budget.
 
-    def __init__(self, save_estimate: float) -> None:
-        self.iteration = 0.5  # until measured: pessimistic for small models
-        self.eval = 1.0
+    Before anything is measured, one estimate is derived from the other (a training iteration costs
+    about three forward passes of a batch); with neither, a pessimistic default.
+    """
+
+    def __init__(self, save_estimate: float, eval_batches: int) -> None:
+        self.measured_iteration: float | None = None
+        self.measured_eval: float | None = None
         self.save = save_estimate
-        self._seen = 0
+        self.eval_batches = max(1, eval_batches)
+
+    @property
+    def iteration(self) -> float:
+        if self.measured_iteration is not None:
+            return self.measured_iteration
+        if self.measured_eval is not None:
+            return 3.0 * self.measured_eval / self.eval_batches
+        return 0.5
+
+    @property
+    def eval(self) -> float:
+        if self.measured_eval is not None:
+            return self.measured_eval
+        if self.measured_iteration is not None:
+            return self.measured_iteration * self.eval_batches / 3.0
+        return 1.0
+
+    @eval.setter
+    def eval(self, seconds: float) -> None:
+        self.measured_eval = seconds
 
     def observe_iteration(self, seconds: float) -> None:
         # Recent-weighted, but never below the latest: a slow iteration predicts slow ones.
-        self._seen += 1
-        self.iteration = seconds if self._seen == 1 else max(seconds, 0.8 * self.iteration + 0.2 * seconds)
+        last = self.measured_iteration
+        self.measured_iteration = seconds if last is None else max(seconds, 0.8 * last + 0.2 * seconds)
 
 
 class _Progress:

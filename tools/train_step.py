@@ -48,7 +48,7 @@ def train_step(
     from nanecho_core.signals import TrainingAborted
     from nanecho_core.train_session import TrainRequest, github_outputs, run_train_step
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stderr()
     request = TrainRequest(
         root=root,
         run=run_dir,
@@ -78,6 +78,19 @@ def train_step(
             f"val_loss {record['start_val_loss']} -> {record['end_val_loss']}, "
             f"stop {record['stop_reason']}, {len(record['checkpoints_written'])} checkpoint(s) -> {out}"
         )
+
+
+def _log_to_stderr() -> None:
+    """Progress lines go to this invocation's stderr (replacing a handler from an earlier call)."""
+    logger = logging.getLogger("nanecho_core")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_nanecho", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._nanecho = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def main() -> None:

@@ -1,0 +1,209 @@
+"""train-step in-process: step.json, sidecars, outputs, resume/init-from, and refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from nanecho_core import schema
+from nanecho_core.checkpoint import load_checkpoint
+from nanecho_tools.train_step import app
+from tests.trainer_support import assert_same_training_state, write_corpus, write_selection, write_tiny_config
+
+runner = CliRunner()
+RUN = ".training-progress/nanecho-test"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    write_tiny_config(tmp_path)
+    write_corpus(tmp_path)
+    return tmp_path
+
+
+def train(root: Path, *args: str, out: str = "step.json") -> Any:
+    argv = ["--root", str(root), "--run", RUN, "--config", str(root / "tiny.json")]
+    argv += ["--corpus", str(root / "corpus.txt"), "--device", "cpu", "--out", str(root / out), *args]
+    return runner.invoke(app, argv)
+
+
+def step(root: Path, name: str = "step.json") -> dict[str, Any]:
+    return json.loads((root / name).read_text())
+
+
+def test_fresh_session_writes_valid_step_json_checkpoints_sidecars_and_outputs(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = root / "gh_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("NANECHO_CACHE_KEY", "nanecho-test-123")
+    result = train(root, "--iters", "25")
+    assert result.exit_code == 0, result.stderr
+    record = schema.validate(step(root), "session")
+    assert (record["start_iteration"], record["end_iteration"]) == (0, 25)
+    assert record["resume_source"] == "fresh" and record["fresh_reason"] == "no --resume given"
+    assert record["stop_reason"] == "budget_iters" and record["tokens_seen"] == 25 * 4 * 16
+    assert [p[0] for p in record["eval_points"]] == [0, 10, 20, 25]
+    assert record["eval_points"][0][2] is None and all(p[2] > 0 for p in record["eval_points"][1:])
+    assert record["start_val_loss"] == record["eval_points"][0][1]
+    assert record["end_val_loss"] == record["eval_points"][-1][1]
+    iterations = [c["iteration"] for c in record["checkpoints"]]
+    assert iterations[-1] == 25 and set(iterations) <= {10, 20, 25}
+    assert record["checkpoints_written"] == [c["id"] for c in record["checkpoints"]]
+    run_dir = root / RUN
+    for entry in record["checkpoints"]:
+        pt = run_dir / entry["file"]
+        assert json.loads(pt.with_suffix(".json").read_text()) == entry
+        assert entry["storage"] == {
+            "cache_key": "nanecho-test-123",
+            "artifact_name": None,
+            "present_locally": True,
+        }
+        state = load_checkpoint(pt, entry["sha256"])
+        assert state["iteration"] == entry["iteration"] and state["id"] == entry["id"]
+    assert record["checkpoints"][1]["parent_id"] == record["checkpoints"][0]["id"]
+    lines = outputs.read_text().splitlines()
+    assert lines == [
+        f"session_id={record['session_id']}",
+        "end_iteration=25",
+        f"end_val_loss={record['end_val_loss']}",
+        "stop_reason=budget_iters",
+        f"checkpoint_file={record['checkpoints'][-1]['file']}",
+    ]
+    assert "iter 25/25" in result.stderr and "eval at iter 10" in result.stderr
+
+
+def test_resume_from_selection_continues_the_same_trajectory(root: Path) -> None:
+    assert train(root, "--iters", "30", out="one.json").exit_code == 0
+    one = step(root, "one.json")
+    assert train(root, "--iters", "13", out="a.json").exit_code == 0
+    first = step(root, "a.json")
+    last = first["checkpoints"][-1]
+    write_selection(root / "sel.json", last, Path(RUN) / last["file"], run="nanecho-test", regression=True)
+    result = train(root, "--resume", str(root / "sel.json"), "--until-iter", "30", out="b.json")
+    assert result.exit_code == 0, result.stderr
+    second = step(root, "b.json")
+    assert second["resume_source"] == "cache" and second["resumed_from"] == last["id"]
+    assert second["fresh_reason"] is None and second["regression_allowed"] is True
+    assert (second["start_iteration"], second["end_iteration"]) == (13, 30)
+    assert second["start_val_loss"] == last["metrics"]["val_loss"]
+    assert second["checkpoints"][0]["parent_id"] == last["id"]
+    run_dir = root / RUN
+    final_one = load_checkpoint(run_dir / one["checkpoints"][-1]["file"], None)
+    final_two = load_checkpoint(run_dir / second["checkpoints"][-1]["file"], None)
+    assert_same_training_state(final_one, final_two)
+    scheduled = [p for p in one["eval_points"] if p[0] % 10 == 0]
+    resumed_scheduled = [p for p in first["eval_points"] + second["eval_points"] if p[0] % 10 == 0]
+    assert resumed_scheduled == scheduled
+
+
+def test_fresh_selection_starts_fresh_with_its_reason(root: Path) -> None:
+    doc = {
+        "schema_version": 1, "run": "nanecho-test", "source": "fresh", "chosen": None, "resume_path": None,
+        "reason": "no usable checkpoint: 2 rejected", "rejected": [], "regression": False,
+        "allow_fresh": True, "metric": "val_loss", "mode": "min",
+    }  # fmt: skip
+    (root / "sel.json").write_text(json.dumps(doc))
+    assert train(root, "--resume", str(root / "sel.json"), "--iters", "3").exit_code == 0
+    record = step(root)
+    assert record["resume_source"] == "fresh" and record["fresh_reason"] == "no usable checkpoint: 2 rejected"
+    assert record["regression_allowed"] is False and record["end_iteration"] == 3
+
+
+def test_resuming_into_a_different_architecture_is_refused_but_init_from_works(root: Path) -> None:
+    assert train(root, "--iters", "5").exit_code == 0
+    entry = step(root)["checkpoints"][-1]
+    write_selection(root / "sel.json", entry, Path(RUN) / entry["file"])
+    bigger = json.loads((root / "tiny.json").read_text())
+    bigger["model"]["n_embd"] = 64
+    (root / "big.json").write_text(json.dumps(bigger))
+    argv = ["--config", str(root / "big.json"), "--resume", str(root / "sel.json"), "--iters", "2"]
+    result = train(root, *argv, out="big-step.json")
+    assert result.exit_code == 2
+    assert "different model architecture" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (root / "big-step.json").exists()
+
+    ckpt = root / RUN / entry["file"]
+    result = train(root, "--init-from", str(ckpt), "--iters", "4", out="init.json")
+    assert result.exit_code == 0, result.stderr
+    record = step(root, "init.json")
+    assert record["resume_source"] == "init" and record["init_from"] == entry["id"]
+    assert record["resumed_from"] is None and record["start_iteration"] == 0 and record["end_iteration"] == 4
+    result = train(root, "--config", str(root / "big.json"), "--init-from", str(ckpt), out="x.json")
+    assert result.exit_code == 2 and "architecture" in result.stderr
+
+
+def test_corrupt_resume_checkpoint_is_refused(root: Path) -> None:
+    assert train(root, "--iters", "5").exit_code == 0
+    entry = step(root)["checkpoints"][-1]
+    ckpt = root / RUN / entry["file"]
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    write_selection(root / "sel.json", entry, Path(RUN) / entry["file"])
+    result = train(root, "--resume", str(root / "sel.json"), out="again.json")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {root / RUN / entry['file']}: checkpoint sha256 mismatch")
+    assert not (root / "again.json").exists()
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "expected"),
+    [
+        pytest.param(
+            lambda r: (r / "sel.json").write_text("{not json"),
+            ["--resume", "{root}/sel.json"],
+            "Error: {root}/sel.json: malformed JSON",
+            id="malformed-selection",
+        ),
+        pytest.param(
+            lambda r: (r / "sel.json").write_text(json.dumps({"schema_version": 1, "source": "cache"})),
+            ["--resume", "{root}/sel.json"],
+            "Error: {root}/sel.json:$: does not match the selection schema",
+            id="schema-violating-selection",
+        ),
+        pytest.param(
+            lambda r: (r / "bad.json").write_text(
+                json.dumps({"schema_version": 1, "train": {"batch_size": 0}})
+            ),
+            ["--config", "{root}/bad.json"],
+            "Error: {root}/bad.json:$.train.batch_size: does not match the config schema",
+            id="schema-violating-config",
+        ),
+        pytest.param(
+            None,
+            ["--corpus", "{root}/missing.txt"],
+            "Error: {root}/missing.txt: corpus not found",
+            id="missing-corpus",
+        ),
+        pytest.param(
+            None, ["--run", "../outside"], "Error: run directory '../outside' escapes", id="run-escapes-root"
+        ),
+        pytest.param(None, ["--iters", "-1"], "Error: --iters must be >= 0", id="negative-iters"),
+    ],
+)
+def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
+    root: Path, setup: Any, args: list[str], expected: str
+) -> None:
+    if setup is not None:
+        setup(root)
+    before = _snapshot(root)
+    result = train(root, *[a.format(root=root) for a in args])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(expected.format(root=root)), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _snapshot(root) == before
+    assert not (root / RUN).exists()
+
+
+def test_help_has_an_example() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "--resume selection.json" in result.stdout
