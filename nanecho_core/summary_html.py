@@ -15,7 +15,8 @@ from nanecho_core.summary_md import comparison_rows, flag_text, fmt_count, fmt_d
 
 MAX_CURVE_POINTS = 1500  # per chart: enough for the eye, bounded for 10,000-session histories
 MAX_MARKERS = 400  # session boundaries drawn (evenly thinned beyond this)
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")  # red is kept for resets
+MARKED_POINTS = 60  # series this short also get a dot per point (a one-session run is still visible)
 RESET_COLOR = "#d62728"
 WIDTH, HEIGHT = 860, 300
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 16, 40
@@ -54,6 +55,7 @@ class Series:
     name: str
     points: list[tuple[float, float]]
     color: str
+    dashed: bool = False
 
 
 @dataclass
@@ -158,10 +160,16 @@ def svg_chart(chart: Chart) -> str:
             continue
         pts = downsample(pts, MAX_CURVE_POINTS)
         d = _path(pts, sx, sy)
+        dash = ' stroke-dasharray="5,3"' if series.dashed else ""
         out.append(
-            f'<path class="series" d="{d}" fill="none" stroke="{series.color}" stroke-width="1.6">'
+            f'<path class="series" d="{d}" fill="none" stroke="{series.color}" stroke-width="1.6"{dash}>'
             f"<title>{escape(series.name)}</title></path>"
         )
+        drawn = [p for p in pts if not math.isnan(p[1])]
+        if len(drawn) <= MARKED_POINTS:
+            out += [
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{series.color}"/>' for x, y in drawn
+            ]
     out.append(
         f'<rect x="{PAD_L}" y="{PAD_T}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>'
         f'<text x="{PAD_L + plot_w / 2:.1f}" y="{HEIGHT - 6}" font-size="11" text-anchor="middle">'
@@ -220,7 +228,11 @@ def run_chart(view: RunView, color: str) -> Chart:
         title=f"{view.name}: val loss over tokens trained",
         x_label="tokens trained (cumulative, all sessions)",
         y_label="val loss",
-        series=[Series("val loss (each eval)", curve, color), Series("best so far", best, "#555555")],
+        # best-so-far first, dashed: where every eval is a new best the val-loss line stays on top
+        series=[
+            Series("best so far", best, "#555555", dashed=True),
+            Series("val loss (each eval)", curve, color),
+        ],
         boundaries=boundaries,
         flagged=flagged,
     )
@@ -275,7 +287,7 @@ def dashboard_html(views: Sequence[RunView]) -> str:
             x_label="tokens trained",
             y_label="best val loss",
             series=[
-                Series(v.name, c.series[1].points, c.series[0].color)
+                Series(v.name, c.series[0].points, c.series[1].color)
                 for v, c in zip(views, charts, strict=True)
             ],
         )

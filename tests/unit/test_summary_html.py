@@ -30,9 +30,10 @@ def test_dashboard_marks_every_session_boundary_and_the_reset(tmp_path: Path) ->
 
 def test_a_reset_breaks_the_val_loss_line(tmp_path: Path) -> None:
     page = dashboard_html([build_run(three_session_run(tmp_path))])
-    val_path = re.search(r'<path class="series" d="([^"]+)"', page)
-    assert val_path is not None
-    assert val_path.group(1).count("M") == 2  # one segment before the reset, one after
+    paths = re.findall(r'<path class="series" d="([^"]+)"', page)
+    assert len(paths) == 2  # best so far (drawn first, underneath), then the val loss of each eval
+    assert paths[0].count("M") == 1
+    assert paths[1].count("M") == 2  # the val-loss line: one segment before the reset, one after
 
 
 def test_all_text_is_escaped() -> None:
