@@ -117,7 +117,7 @@ def make_denied_remote(path: Path, reason: str) -> Path:
         git("init", "-q", "--bare", str(path))
         hook = path / "hooks" / "pre-receive"
         hook.write_text(
-            f"#!/bin/sh\necho 'remote: Permission denied ({reason}): write access not granted' >&2\nexit 1\n"
+            f"#!/bin/sh\necho 'Permission denied ({reason}): write access not granted' >&2\nexit 1\n"
         )
         hook.chmod(0o755)
     return path

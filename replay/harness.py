@@ -149,7 +149,8 @@ class Replay:
         (self.state / "runs.json").write_text(json.dumps(runs, indent=1))
 
     def denied_remote(self, reason: str) -> Path:
-        return actions.make_denied_remote(self.state / "denied-push.git", reason)
+        slug = "no-credentials" if "persist-credentials" in reason else "read-only-token"
+        return actions.make_denied_remote(self.state / f"denied-push-{slug}.git", reason)
 
     def _remote_sha(self, ref: str) -> str:
         return actions.git("rev-parse", ref, cwd=self.remote)

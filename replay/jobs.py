@@ -145,9 +145,11 @@ class JobRun:
         needs = {
             n: {"result": self.h.jobs.get(n), "outputs": self.h.job_outputs.get(n, {})} for n in self.needs
         }
-        return self.h._contexts(
+        contexts = self.h._contexts(
             env=env, steps=self.steps_ctx, job={"status": self.status}, runner=runner, needs=needs
         )
+        contexts["github"] = {**contexts["github"], "job": self.job_id}
+        return contexts
 
     def steps(self) -> Iterator[StepResult]:
         results = [self.h.jobs.get(n) for n in self.needs]
