@@ -24,7 +24,9 @@ def remote(tmp_path: Path) -> Path:
     subprocess.run(["git", "add", "."], cwd=src, check=True)
     subprocess.run(["git", *IDENT, "commit", "-q", "-m", "init"], cwd=src, check=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(src), str(tmp_path / "remote.git")], check=True)
-    subprocess.run(["git", "update-ref", "refs/heads/feature", "main"], cwd=tmp_path / "remote.git", check=True)
+    subprocess.run(
+        ["git", "update-ref", "refs/heads/feature", "main"], cwd=tmp_path / "remote.git", check=True
+    )
     return tmp_path / "remote.git"
 
 
@@ -84,12 +86,23 @@ def test_cache_round_trip_is_scoped_by_branch_and_pull_requests_see_the_default_
     later = replay.run("push")
     # The pull request's entry is newer, but lives in refs/pull/1/merge: main never sees it.
     assert later.step("a", "show").log == f"hit=false matched=c/{first.run_id}\n{first.run_id}\n"
-    assert [e["scope"] for e in replay.cache.entries()] == ["refs/heads/main", "refs/pull/1/merge", "refs/heads/main"]
+    assert [e["scope"] for e in replay.cache.entries()] == [
+        "refs/heads/main",
+        "refs/pull/1/merge",
+        "refs/heads/main",
+    ]
 
 
 def test_upload_layout_is_the_least_common_ancestor_and_hidden_files_are_left_out(tmp_path):
     work = tmp_path / "w"
-    for name in ("best/a.pt", "best/a.json", "best/.hidden", "run/sessions.jsonl", "run/.git/x", "run/c/m.json"):
+    for name in (
+        "best/a.pt",
+        "best/a.json",
+        "best/.hidden",
+        "run/sessions.jsonl",
+        "run/.git/x",
+        "run/c/m.json",
+    ):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(name)
     assert sorted(collect_upload(work, "best", False)) == ["a.json", "a.pt"]
@@ -161,7 +174,10 @@ def test_artifacts_are_immutable_per_run_and_found_again_in_the_newest_successfu
 
 
 def test_dawidd6_inputs_outside_the_emulation_fail_loudly(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         on: push
         jobs:
           a:
@@ -169,6 +185,7 @@ def test_dawidd6_inputs_outside_the_emulation_fail_loudly(tmp_path, remote):
             steps:
               - uses: dawidd6/action-download-artifact@v24
                 with: {name: best, run_number: 3}
-    """)
+    """,
+    )
     with pytest.raises(ReplayError, match="run_number"):
         replay.run("push")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from replay.expressions import Context, ExpressionError, evaluate, evaluate_condition, substitute, substitute_value
+from replay.expressions import (
+    Context,
+    ExpressionError,
+    evaluate,
+    evaluate_condition,
+    substitute,
+    substitute_value,
+)
 
 CONTEXTS = {
     "github": {"event_name": "push", "run_id": "1042", "event": {"number": 7}},
@@ -59,7 +66,11 @@ def test_functions():
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("success", [True, True, False, False]), ("failure", [False, True, True, False]), ("cancelled", [False, True, False, True])],
+    [
+        ("success", [True, True, False, False]),
+        ("failure", [False, True, True, False]),
+        ("cancelled", [False, True, False, True]),
+    ],
 )
 def test_status_functions_follow_the_job_status(status, expected):
     assert [ev(f"{name}()", status) for name in ("success", "always", "failure", "cancelled")] == expected
@@ -77,7 +88,10 @@ def test_if_without_status_function_means_success_and_condition():
 
 def test_substitution_renders_values_and_keeps_types_for_a_lone_expression():
     ctx = Context(CONTEXTS)
-    assert substitute("run ${{ github.run_id }}: ${{ inputs.allow_fresh }} '${{ 'a}}b' }}'", ctx) == "run 1042: true 'a}}b'"
+    assert (
+        substitute("run ${{ github.run_id }}: ${{ inputs.allow_fresh }} '${{ 'a}}b' }}'", ctx)
+        == "run 1042: true 'a}}b'"
+    )
     assert substitute("n=${{ null }}.", ctx) == "n=."
     assert substitute_value("${{ inputs.allow_fresh }}", ctx) is True
     assert substitute_value(" x ${{ inputs.allow_fresh }}", ctx) == " x true"
@@ -85,7 +99,15 @@ def test_substitution_renders_values_and_keeps_types_for_a_lone_expression():
 
 @pytest.mark.parametrize(
     "text",
-    ["hashFiles('**/x')", "github.*.name", "matrix.os", "1 +", "'unterminated", "github.event_name = 'x'", "success(1)"],
+    [
+        "hashFiles('**/x')",
+        "github.*.name",
+        "matrix.os",
+        "1 +",
+        "'unterminated",
+        "github.event_name = 'x'",
+        "success(1)",
+    ],
 )
 def test_unsupported_or_malformed_expressions_fail_loudly(text):
     with pytest.raises(ExpressionError):

@@ -37,7 +37,10 @@ def replay_of(tmp_path: Path, remote: Path, yaml_text: str, **kwargs) -> Replay:
 
 
 def test_outputs_env_path_and_summary_flow_between_steps_and_jobs(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         name: flow
         on: [push]
         env: {LEVEL: workflow, TOP: "t-${{ github.event_name }}"}
@@ -71,7 +74,8 @@ def test_outputs_env_path_and_summary_flow_between_steps_and_jobs(tmp_path, remo
             steps:
               - id: got
                 run: echo "${{ needs.one.outputs.greeting }} (${{ needs.one.result }})"
-    """)
+    """,
+    )
     first = replay.run("push")
     assert first.conclusion == "success", [s.log for s in first.steps]
     assert first.step("one", "make").outputs == {"greeting": "hi from step/t-push", "body": "line 1\nline 2"}
@@ -87,7 +91,10 @@ def test_outputs_env_path_and_summary_flow_between_steps_and_jobs(tmp_path, remo
 
 
 def test_a_failed_step_skips_the_rest_except_always_and_failure_steps(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         on: push
         jobs:
           a:
@@ -109,7 +116,8 @@ def test_a_failed_step_skips_the_rest_except_always_and_failure_steps(tmp_path, 
             if: failure()
             runs-on: ubuntu-latest
             steps: [{id: x, run: echo reported}]
-    """)
+    """,
+    )
     result = replay.run("push")
     outcomes = {s.id: (s.outcome, s.conclusion) for s in result.steps if s.job == "a"}
     assert outcomes == {
@@ -128,7 +136,10 @@ def test_a_failed_step_skips_the_rest_except_always_and_failure_steps(tmp_path, 
 
 
 def test_shell_bash_has_pipefail_and_the_default_shell_does_not(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         on: push
         jobs:
           a:
@@ -138,7 +149,8 @@ def test_shell_bash_has_pipefail_and_the_default_shell_does_not(tmp_path, remote
               - {id: bash, shell: bash, run: "false | true", continue-on-error: true}
               - {id: sh, shell: sh, run: "false; echo unreachable", continue-on-error: true}
               - {id: boolean_run, run: false, continue-on-error: true}
-    """)
+    """,
+    )
     result = replay.run("push")
     assert [result.step("a", s).outcome for s in ("default", "bash", "sh", "boolean_run")] == [
         "success", "failure", "failure", "failure",
@@ -204,7 +216,10 @@ def test_job_timeout_cancels_the_job_and_always_steps_still_run(tmp_path, remote
 
 
 def test_workflow_dispatch_inputs_get_defaults_types_and_validation(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         on:
           workflow_dispatch:
             inputs:
@@ -217,7 +232,8 @@ def test_workflow_dispatch_inputs_get_defaults_types_and_validation(tmp_path, re
             steps:
               - id: show
                 run: echo "${{ inputs.preset }} ${{ inputs.fresh && 'fresh' || 'keep' }} [${{ inputs.iters }}]"
-    """)
+    """,
+    )
     assert replay.run("workflow_dispatch").step("a", "show").log == "ci keep []\n"
     given = replay.run("workflow_dispatch", inputs={"preset": "full", "fresh": "true", "iters": "5"})
     assert given.step("a", "show").log == "full fresh [5]\n"
@@ -247,10 +263,16 @@ def test_unsupported_constructs_fail_loudly_at_load(tmp_path, remote, snippet, m
 def test_unsupported_expressions_and_shells_fail_loudly_at_run_time(tmp_path, remote):
     from replay.expressions import ExpressionError
 
-    replay = replay_of(tmp_path, remote, "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'echo ${{ matrix.os }}'}]\n")
+    replay = replay_of(
+        tmp_path,
+        remote,
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'echo ${{ matrix.os }}'}]\n",
+    )
     with pytest.raises(ExpressionError, match="unknown context 'matrix'"):
         replay.run("push")
-    replay = replay_of(tmp_path, remote, "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo, shell: pwsh}]\n")
+    replay = replay_of(
+        tmp_path, remote, "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo, shell: pwsh}]\n"
+    )
     with pytest.raises(ReplayError, match="shell 'pwsh'"):
         replay.run("push")
 
@@ -285,7 +307,10 @@ def test_push_needs_contents_write_and_persisted_credentials(tmp_path, remote):
 
 
 def test_checkout_is_shallow_and_pinned_to_the_event_commit_even_if_the_branch_moves(tmp_path, remote):
-    replay = replay_of(tmp_path, remote, """
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
         on: push
         jobs:
           a:
@@ -293,7 +318,8 @@ def test_checkout_is_shallow_and_pinned_to_the_event_commit_even_if_the_branch_m
             steps:
               - uses: actions/checkout@v5
               - {id: show, run: 'git rev-parse --is-shallow-repository HEAD; git branch --show-current; cat hello.txt'}
-    """)
+    """,
+    )
     handle = replay.start("push")
     event_sha = handle.github["sha"]
     clone = tmp_path / "mover"
