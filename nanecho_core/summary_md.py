@@ -342,6 +342,9 @@ def session_figures(record: dict[str, Any], row: SessionRow | None) -> str:
 def step_summary_markdown(views: Sequence[RunView], session: dict[str, Any] | None) -> str:
     """$GITHUB_STEP_SUMMARY: this session's figures (when known) and each run's charts."""
     parts = []
+    if session is not None and not any(v.name == session["run"] for v in views):
+        # the session's run is not among those summarized: its own figures, no charts to show
+        return f"## NanEcho: {session['run']}\n\n### This session\n\n" + session_figures(session, None)
     for view in views:
         record = session if session is not None else (view.sessions[-1].record if view.sessions else None)
         parts.append(f"## NanEcho: {view.name}\n")

@@ -87,8 +87,7 @@ def summarize(
         files[html] = dashboard
     step_md = None
     if step_summary:
-        views = [v for v in selected if step is None or v.name == step["run"]] or selected
-        step_md = step_summary_markdown(views, step)
+        step_md = step_summary_markdown([v for v in selected if step is None or v.name == step["run"]], step)
     report = Report(views=selected)
     report.written = write_outputs(files)
     if step_md is not None and not github.append_step_summary(step_md):
@@ -163,11 +162,13 @@ def term_renderables(report: Report) -> list[Any]:
                 )
         return [table]
     header, rows = comparison_rows(report.views)
+    # a terminal is narrow: the columns that tell runs apart (PROGRESS.md has them all)
+    keep = [i for i, h in enumerate(header) if h not in ("wall", "tok/s", "best checkpoint")]
     comparison = Table(title="NanEcho runs")
-    for column in header:
-        comparison.add_column(column)
+    for i in keep:
+        comparison.add_column(header[i])
     for row in rows:
-        comparison.add_row(*[c.replace("`", "") for c in row])
+        comparison.add_row(*[row[i].replace("`", "") for i in keep])
     out: list[Any] = [comparison]
     for view in report.views:
         table = Table(title=f"{view.name}: last {min(RECENT_SESSIONS, len(view.sessions))} sessions")

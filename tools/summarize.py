@@ -13,11 +13,17 @@ app = App(help="Summarize NanEcho runs: derived JSON, Markdown charts, an HTML d
 
 Runs = Annotated[
     list[Path] | None,
-    typer.Option("--run", help="Run directory relative to --root (repeatable; default: every run found)."),
+    typer.Option(
+        "--run",
+        metavar="DIR",
+        help="Run directory relative to --root (repeatable; default: every run found).",
+    ),
 ]
 Format = Annotated[
     str | None,
-    typer.Option("--format", help="What to print: json, md, html or term (default: a short summary)."),
+    typer.Option(
+        "--format", metavar="FORMAT", help="What to print: json, md, html or term (default: a short summary)."
+    ),
 ]
 
 
@@ -28,7 +34,9 @@ def summarize(
     fmt: Format = None,
     readme: Annotated[
         Path | None,
-        typer.Option("--readme", help="README (relative to --root) whose marked block to update."),
+        typer.Option(
+            "--readme", metavar="PATH", help="README (relative to --root) whose marked block to update."
+        ),
     ] = None,
     step_summary: Annotated[
         bool,
@@ -37,15 +45,21 @@ def summarize(
         ),
     ] = False,
     session: Annotated[
-        Path | None, typer.Option("--session", help="step.json of the session to show in the step summary.")
+        Path | None,
+        typer.Option(
+            "--session", metavar="STEP_JSON", help="step.json of the session to show in the step summary."
+        ),
     ] = None,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Write the self-contained HTML dashboard here.")
+        Path | None,
+        typer.Option("--html", metavar="PATH", help="Write the self-contained HTML dashboard here."),
     ] = None,
     legacy_history: Annotated[
         Path | None,
         typer.Option(
-            "--legacy-history", help="Render the old system's summary history (JSONL) instead of runs."
+            "--legacy-history",
+            metavar="JSONL",
+            help="Render the old system's summary history (JSONL) instead of runs.",
         ),
     ] = None,
     no_write: Annotated[

@@ -238,3 +238,30 @@ def test_console_script_matches_in_process_and_never_imports_torch(tmp_path: Pat
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert imported.stdout == "[]\n"
+
+
+def test_step_summary_for_a_session_of_another_run_shows_its_figures_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_session_run(tmp_path)
+    other = session(9, 0, 50, source="fresh", start_loss=None, end_loss=3.0, run="nanecho-cached-full")
+    step = tmp_path / "step.json"
+    atomic_write_json(step, other)
+    summary_file = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    result = runner.invoke(app, ["--root", str(tmp_path), "--step-summary", "--session", str(step)])
+    assert result.exit_code == 0, result.stderr
+    text = summary_file.read_text()
+    assert text.startswith("## NanEcho: nanecho-cached-full\n\n### This session\n")
+    assert "| iterations | 0 → 50 |" in text and "xychart" not in text
+
+
+def test_a_malformed_step_json_exits_2_before_anything_is_written(tmp_path: Path) -> None:
+    three_session_run(tmp_path)
+    step = tmp_path / "step.json"
+    step.write_text('{"schema_version": 1, "run": "nanecho-cached-ci"}')
+    before = snapshot(tmp_path)
+    result = runner.invoke(app, ["--root", str(tmp_path), "--step-summary", "--session", str(step)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {step}:$: does not match the session schema")
+    assert snapshot(tmp_path) == before
