@@ -220,12 +220,14 @@ def _unique(value: Any) -> bool:
     return True
 
 
-@cache
+_COMPILER = _Compiler()  # shared: schemas referencing metadata.schema.json compile its $defs once
+
+
 def checker(name: str, definition: str | None = None) -> Check:
     """A compiled `is_valid` for schema `name` (e.g. "metadata"), or one of its `$defs`."""
     file_name = f"{name}.schema.json"
     pointer = f"#/$defs/{definition}" if definition else "#"
-    return _Compiler().ref(file_name, pointer)
+    return _COMPILER.ref(file_name, pointer)
 
 
 def is_valid(doc: Any, name: str, definition: str | None = None) -> bool:

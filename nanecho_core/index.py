@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +76,13 @@ def pick_best(
     if not scored:
         return None
     sign = 1.0 if mode == "min" else -1.0
-    return min(scored, key=lambda e: (sign * (metric_of(e, metric) or 0.0), _neg(latest_key(e))))
-
-
-def _neg(key: tuple[tuple[str, str], int, str]) -> tuple[Any, ...]:
-    # min() over (score, later-first): invert the latest key without losing its order.
-    (day, frac), iteration, cid = key
-    return (tuple(-ord(c) for c in day + "\x00" + frac), -iteration, tuple(-ord(c) for c in cid))
+    best = scored[0]
+    best_rank = (sign * (metric_of(best, metric) or 0.0), latest_key(best))
+    for entry in scored[1:]:
+        score = sign * (metric_of(entry, metric) or 0.0)
+        if score < best_rank[0] or (score == best_rank[0] and latest_key(entry) > best_rank[1]):
+            best, best_rank = entry, (score, latest_key(entry))
+    return best
 
 
 def recompute(doc: dict[str, Any]) -> dict[str, Any]:
@@ -175,22 +174,22 @@ def record_session(
 
 
 def _session_logged(paths: RunPaths, session_id: str) -> bool:
+    """Whether sessions.jsonl has this session (its lines are dumps_line output: compact, sorted)."""
     try:
         data = paths.sessions.read_bytes()
     except FileNotFoundError:
         return False
-    needle = re.compile(rb'"session_id"\s*:\s*' + re.escape(json.dumps(session_id).encode()))
-    return needle.search(data) is not None
+    return ('"session_id":' + json.dumps(session_id)).encode() in data
 
 
-_ARRAY_OPEN = '\n  "checkpoints": [\n'
-_ARRAY_CLOSE = '\n  ],\n  "latest_id": '
-_ENTRY_OPEN = "\n    {\n"
-_ENTRY_CLOSE = "\n    }"
+_ARRAY_OPEN = b'\n  "checkpoints": [\n'
+_ARRAY_CLOSE = b'\n  ],\n  "latest_id": '
+_ENTRY_OPEN = b"\n    {\n"
+_ENTRY_CLOSE = b"\n    }"
 
 
-def _id_line(cid: str) -> str:
-    return f'\n      "id": {json.dumps(cid)},\n'
+def _id_line(cid: str) -> bytes:
+    return f'\n      "id": {json.dumps(cid)},\n'.encode()
 
 
 def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[Any, ...] | None:
@@ -203,17 +202,16 @@ def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[An
     data = read_metadata_bytes(paths)
     if data is None or not is_verified(paths, data):
         return None
-    text = data.decode("utf-8")
-    start = text.find(_ARRAY_OPEN)
-    end = text.find(_ARRAY_CLOSE, start)
+    start = data.find(_ARRAY_OPEN)
+    end = data.find(_ARRAY_CLOSE, start)
     if start < 0 or end < 0:
         return None
-    new = [e for e in entries if _id_line(e["id"]) not in text]
-    head = parse_json(text[:start] + '\n  "checkpoints": []\n}')
-    tail = parse_json("{" + text[end + len("\n  ],") :])
-    last = _entry_text(text, text.rfind(_ENTRY_OPEN, start, end), end)
-    old_latest = _entry_by_id(text, tail["latest_id"], start, end)
-    old_best = _entry_by_id(text, head["best_id"], start, end)
+    new = [e for e in entries if _id_line(e["id"]) not in data]
+    head = parse_json((data[:start] + b'\n  "checkpoints": []\n}').decode("utf-8"))
+    tail = parse_json("{" + data[end + len(b"\n  ],") :].decode("utf-8"))
+    last = _entry_at(data, data.rfind(_ENTRY_OPEN, start, end), end)
+    old_latest = _entry_by_id(data, tail["latest_id"], start, end)
+    old_best = _entry_by_id(data, head["best_id"], start, end)
     if not new:
         best_file = old_best["file"] if old_best else None
         return ([], head["best_id"], best_file, tail["latest_id"])
@@ -229,23 +227,26 @@ def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[An
     check = fastschema.checker("metadata", "checkpoint")
     if not all(check(e) for e in new):
         return None
-    block = "".join("," + _indent(dumps_canonical(e), 4) for e in new)
+    block = "".join("," + _indent(dumps_canonical(e), 4) for e in new).encode("utf-8")
     best_id = best["id"] if best else None
     latest_id = latest["id"] if latest else None
-    out = (
-        text[:start].replace(
-            f'\n  "best_id": {json.dumps(head["best_id"])},', f'\n  "best_id": {json.dumps(best_id)},'
-        )
-        + text[start:end]
-        + block
-        + text[end:].replace(
-            f'\n  "latest_id": {json.dumps(tail["latest_id"])},',
-            f'\n  "latest_id": {json.dumps(latest_id)},',
-            1,
+    view = memoryview(data)
+    out = b"".join(
+        (
+            data[:start].replace(_key_line("best_id", head["best_id"]), _key_line("best_id", best_id)),
+            view[start:end],
+            block,
+            data[end:].replace(
+                _key_line("latest_id", tail["latest_id"]), _key_line("latest_id", latest_id), 1
+            ),
         )
     )
-    write_verified_metadata(paths, out.encode("utf-8"))
+    write_verified_metadata(paths, out)
     return ([e["id"] for e in new], best_id, best["file"] if best else None, latest_id)
+
+
+def _key_line(key: str, value: str | None) -> bytes:
+    return f"\n  {json.dumps(key)}: {json.dumps(value)},".encode()
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -253,18 +254,18 @@ def _indent(text: str, spaces: int) -> str:
     return "\n" + "\n".join(pad + line for line in text.rstrip("\n").split("\n"))
 
 
-def _entry_text(text: str, open_at: int, limit: int) -> dict[str, Any]:
-    close = text.find(_ENTRY_CLOSE, open_at + 1, limit + 1)
-    return dict(json.loads(text[open_at + 1 : close + len(_ENTRY_CLOSE)]))
+def _entry_at(data: bytes, open_at: int, limit: int) -> dict[str, Any]:
+    close = data.find(_ENTRY_CLOSE, open_at + 1, limit + 1)
+    return dict(json.loads(data[open_at + 1 : close + len(_ENTRY_CLOSE)]))
 
 
-def _entry_by_id(text: str, cid: str | None, start: int, end: int) -> dict[str, Any] | None:
+def _entry_by_id(data: bytes, cid: str | None, start: int, end: int) -> dict[str, Any] | None:
     if cid is None:
         return None
-    at = text.find(_id_line(cid), start, end)
+    at = data.find(_id_line(cid), start, end)
     if at < 0:
         return None
-    return _entry_text(text, text.rfind(_ENTRY_OPEN, start, at), end)
+    return _entry_at(data, data.rfind(_ENTRY_OPEN, start, at), end)
 
 
 # --- one-off fixes ----------------------------------------------------------------------------

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import parse_json, sha256_file
+from nanecho_core.fsio import dumps_canonical, parse_json, safe_join, sha256_file
 from nanecho_core.index import SUSPECT_PREFIX, latest_key, metric_of, time_key
 from nanecho_core.store import RunPaths, load_metadata
 
@@ -32,8 +33,13 @@ TIER_ORDER = {"cache": 0, "artifact": 1}
 class Candidate:
     entry: dict[str, Any]
     tier: str  # "cache" or "artifact"
-    path: Path
-    origin: str  # "index", "sidecar" or "step.json"
+    base: Path  # the directory the file must stay inside (run dir or artifact dir)
+    rel: str  # the file, relative to base
+    origin: str  # "index", "sidecar" or "artifact"
+
+    @property
+    def path(self) -> Path:
+        return self.base / self.rel
 
 
 def select_checkpoint(
@@ -75,9 +81,10 @@ def select_checkpoint(
             comparable.append(cand)
 
     sign = 1.0 if mode == "min" else -1.0
-    comparable.sort(
-        key=lambda c: (sign * (metric_of(c.entry, metric) or 0.0), _later_first(c.entry), TIER_ORDER[c.tier])
-    )
+    # Stable sorts, least significant key first: tier, then later checkpoints first, then the metric.
+    comparable.sort(key=lambda c: TIER_ORDER[c.tier])
+    comparable.sort(key=lambda c: latest_key(c.entry), reverse=True)
+    comparable.sort(key=lambda c: sign * (metric_of(c.entry, metric) or 0.0))
     chosen: Candidate | None = None
     for cand in comparable:
         if chosen is not None:
@@ -111,12 +118,23 @@ def select_checkpoint(
         "eval_fingerprint": eval_fp,
         "model_fingerprint": model_fingerprint,
     }
-    return fastschema.validate(doc, "selection", "selection.json")
+    # `rejected` items are built only by _reject-shaped literals above (three strings); checking
+    # 10,000 of them against the schema costs more than the whole selection, so one stands in.
+    fastschema.validate({**doc, "rejected": rejected[:1]}, "selection", "selection.json")
+    return doc
 
 
-def _later_first(entry: dict[str, Any]) -> tuple[Any, ...]:
-    (day, frac), iteration, cid = latest_key(entry)
-    return (tuple(-ord(c) for c in day + "\x00" + frac), -iteration, tuple(-ord(c) for c in cid))
+def selection_json(doc: dict[str, Any]) -> str:
+    """Byte-identical to dumps_canonical(doc), with the long `rejected` list encoded in C."""
+    text = dumps_canonical({**doc, "rejected": []})
+    if not doc["rejected"]:
+        return text
+    enc = encode_basestring  # what json.dumps(ensure_ascii=False) uses for a str, minus the overhead
+    block = ",\n".join(
+        f'    {{\n      "id": {enc(r["id"])},\n      "reason": {enc(r["reason"])},\n      "tier": {enc(r["tier"])}\n    }}'
+        for r in doc["rejected"]
+    )
+    return text.replace('\n  "rejected": [],\n', '\n  "rejected": [\n' + block + "\n  ],\n", 1)
 
 
 def _reject(cand: Candidate, reason: str) -> dict[str, str]:
@@ -136,6 +154,7 @@ def _incompatibility(entry: dict[str, Any], model_fp: str, metric: str) -> str |
 
 def _verify(cand: Candidate) -> str | None:
     """Existence, size, then a streamed sha256: only ever run on the candidate about to be chosen."""
+    safe_join(cand.base, cand.rel, what="checkpoint file")
     try:
         size = cand.path.stat().st_size
     except FileNotFoundError:
@@ -162,22 +181,20 @@ def _cache_candidates(
         if entry["status"] != "ok":
             rejected.append({"id": entry["id"], "tier": "index", "reason": f"status {entry['status']}"})
             continue
-        out.append(Candidate(entry, "cache", paths.checkpoint_file(entry["file"]), "index"))
+        # Resolved (symlink check included) only when verified: 10,000 resolve() calls cost seconds.
+        out.append(Candidate(entry, "cache", paths.dir, entry["file"], "index"))
     ckpt_dir = paths.checkpoints_dir
     if ckpt_dir.is_dir():
-        for sidecar in sorted(ckpt_dir.glob("*.json")):
-            if sidecar.stem in known:
-                continue
+        names = sorted(
+            n for n in os.listdir(ckpt_dir) if n.endswith(".json") and n[: -len(".json")] not in known
+        )
+        for name in names:
+            sidecar = ckpt_dir / name
             entry, problem = _read_sidecar(sidecar)
             if entry is None:
                 rejected.append({"id": sidecar.stem, "tier": "cache", "reason": str(problem)})
                 continue
-            try:
-                path = paths.checkpoint_file(entry["file"])
-            except NanechoError as exc:
-                rejected.append({"id": sidecar.stem, "tier": "cache", "reason": exc.message})
-                continue
-            out.append(Candidate(entry, "cache", path, "sidecar"))
+            out.append(Candidate(entry, "cache", paths.dir, entry["file"], "sidecar"))
     return out
 
 
@@ -206,7 +223,7 @@ def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> 
             entries[entry["id"]] = entry
     # Artifacts are flat: the weights sit beside their sidecar, whatever the run-relative `file` was.
     return [
-        Candidate(e, "artifact", artifact_dir / Path(e["file"]).name, "artifact") for e in entries.values()
+        Candidate(e, "artifact", artifact_dir, Path(e["file"]).name, "artifact") for e in entries.values()
     ]
 
 

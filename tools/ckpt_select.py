@@ -42,10 +42,10 @@ def select(
     anything available, unless --allow-fresh.
     """
     from nanecho_core.errors import NanechoError
-    from nanecho_core.fsio import atomic_write_json
+    from nanecho_core.fsio import atomic_write_text
     from nanecho_core.github import write_outputs
     from nanecho_core.presets import preset_model_fingerprint
-    from nanecho_core.selection import select_checkpoint
+    from nanecho_core.selection import select_checkpoint, selection_json
     from nanecho_core.store import run_paths
 
     if mode not in ("min", "max"):
@@ -60,7 +60,7 @@ def select(
         artifact_dir=artifact_dir,
         allow_fresh=allow_fresh,
     )
-    atomic_write_json(out, doc)
+    atomic_write_text(out, selection_json(doc))
     chosen = doc["chosen"]
     write_outputs(
         {

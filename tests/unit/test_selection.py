@@ -216,3 +216,18 @@ def test_file_field_escaping_the_run_dir_through_a_symlink_is_an_error(tmp_path:
     paths.checkpoints_dir.symlink_to(outside, target_is_directory=True)
     with pytest.raises(NanechoError, match="resolves outside"):
         select(paths)
+
+
+def test_selection_json_is_byte_identical_to_canonical_json(tmp_path: Path) -> None:
+    from nanecho_core.fsio import dumps_canonical
+    from nanecho_core.selection import selection_json
+
+    entries = chain(2.0, 1.5, 1.52, None)
+    entries[0]["id"] = entries[0]["id"]  # ids and reasons with quotes/unicode are escaped the same way
+    paths = seed_run(tmp_path, entries)
+    (paths.dir / entries[2]["file"]).unlink()
+    doc = select(paths)
+    doc["rejected"].append({"id": 'odd "id" é', "tier": "artifact", "reason": "tab\there\nnewline"})
+    assert selection_json(doc) == dumps_canonical(doc)
+    empty = select(run_paths(tmp_path / "other", RUN)) if (tmp_path / "other").mkdir() is None else None
+    assert empty is not None and selection_json(empty) == dumps_canonical(empty)
