@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -329,3 +330,43 @@ def test_checkout_is_shallow_and_pinned_to_the_event_commit_even_if_the_branch_m
     sh(clone, "git", "push", "-q", "origin", "main")
     result = handle.finish()
     assert result.step("a", "show").log == f"true\n{event_sha}\nmain\nhello\n"
+
+
+def test_cli_replays_a_workflow_and_reports_each_step(tmp_path, remote):
+    (tmp_path / "wf.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - {id: hi, run: echo hi}\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "replay",
+        "--workflow",
+        str(tmp_path / "wf.yml"),
+        "--remote",
+        str(remote),
+    ]
+    result = subprocess.run(
+        [*command, "--state", str(tmp_path / "s"), "--runs", "2"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("success") >= 4 and "== run 1002: success {'a': 'success'}" in result.stdout
+    assert "    hi\n" in result.stdout
+
+
+def test_cli_rejects_an_unsupported_workflow_with_one_error_line(tmp_path, remote):
+    (tmp_path / "wf.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    container: node:20\n    steps: []\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "replay",
+        "--workflow",
+        str(tmp_path / "wf.yml"),
+        "--remote",
+        str(remote),
+    ]
+    result = subprocess.run([*command, "--state", str(tmp_path / "s")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and "unsupported keys ['container']" in result.stderr
+    assert result.stderr.count("\n") == 1
