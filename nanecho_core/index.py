@@ -19,7 +19,7 @@ from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import dumps_canonical, parse_json, read_json, safe_join
+from nanecho_core.fsio import dumps_canonical, parse_json, read_json, safe_join, sha256_file
 from nanecho_core.store import (
     RunPaths,
     append_session,
@@ -144,6 +144,7 @@ def record_session(
     ids = [e["id"] for e in entries]
     if len(set(ids)) != len(ids):
         raise NanechoError("duplicate checkpoint ids", step_path, "$.checkpoints")
+    entries = _unrecorded_ancestors(paths, entries) + entries
     fast = _record_fast(paths, entries)
     if fast is None:
         doc = load_metadata(paths)
@@ -171,6 +172,37 @@ def record_session(
         latest_id=latest_id,
         fast_path=fast is not None,
     )
+
+
+def _unrecorded_ancestors(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Verified checkpoints this session descends from that no record ever indexed.
+
+    A job killed between train-step and `meta-update record` leaves a checkpoint with its sidecar
+    but no index entry; the next session resumes from it (ckpt-select reads sidecars). Without
+    adopting it here the index gets a lineage hole that `validate` reports and nothing repairs.
+    """
+    data = read_metadata_bytes(paths) or b""
+    have = {e["id"] for e in entries}
+    check = fastschema.checker("metadata", "checkpoint")
+    adopted: list[dict[str, Any]] = []
+    for entry in entries:
+        parent = entry["parent_id"]
+        while parent and parent not in have and _id_line(parent) not in data:
+            sidecar = paths.checkpoints_dir / f"{parent}.json"
+            try:
+                doc = parse_json(sidecar.read_text(encoding="utf-8"), sidecar)
+                path = paths.checkpoint_file(doc["file"]) if check(doc) and doc["id"] == parent else None
+            except (OSError, UnicodeDecodeError, NanechoError):
+                break
+            if path is None or doc["status"] != "ok" or not path.is_file():
+                break
+            if path.stat().st_size != doc["bytes"] or sha256_file(path) != doc["sha256"]:
+                break
+            log.info("adopting %s: recorded by no session, verified by its sidecar", parent)
+            adopted.append(dict(doc))
+            have.add(parent)
+            parent = doc["parent_id"]
+    return sorted(adopted, key=sort_key)
 
 
 def _session_logged(paths: RunPaths, session_id: str) -> bool:
