@@ -10,6 +10,7 @@ implement, so a schema change can never be silently skipped; tests assert agreem
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,13 @@ def _documents() -> dict[str, dict[str, Any]]:
         if item.name.endswith(".schema.json"):
             docs[item.name] = json.loads(item.read_text("utf-8"))
     return docs
+
+
+@cache
+def schema_digest(name: str) -> str:
+    """sha256 of a schema document (canonical JSON), to tie cached verdicts to the schema version."""
+    text = json.dumps(_documents()[f"{name}.schema.json"], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _is_int(value: Any) -> bool:

@@ -159,7 +159,12 @@ def is_verified(paths: RunPaths, data: bytes) -> bool:
         stamp = paths.verified.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return False
-    return stamp == sha256_bytes(data)
+    return stamp == _stamp(data)
+
+
+def _stamp(data: bytes) -> str:
+    # The schema's own digest is part of the stamp: a changed schema re-validates old bytes.
+    return f"{sha256_bytes(data)} {fastschema.schema_digest('metadata')}"
 
 
 def save_metadata(paths: RunPaths, doc: dict[str, Any]) -> None:
@@ -172,7 +177,7 @@ def write_verified_metadata(paths: RunPaths, data: bytes) -> None:
     """Write metadata bytes the caller has validated, and stamp them as verified."""
     paths.verified.unlink(missing_ok=True)  # a crash between the two writes must not trust stale bytes
     atomic_write_bytes(paths.metadata, data)
-    atomic_write_bytes(paths.verified, (sha256_bytes(data) + "\n").encode("ascii"))
+    atomic_write_bytes(paths.verified, (_stamp(data) + "\n").encode("ascii"))
 
 
 def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:

@@ -291,3 +291,39 @@ def test_install_merge_driver_writes_local_git_config(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert value == "meta-update merge-driver %O %A %B\n"
+
+
+def test_validate_reports_a_checkpoint_symlinked_out_of_the_run(tmp_path: Path) -> None:
+    (a,) = chain(2.0)
+    paths = seed_run(tmp_path, [a])
+    outside = tmp_path / "outside.pt"
+    (paths.dir / a["file"]).rename(outside)
+    (paths.dir / a["file"]).symlink_to(outside)
+    bad = invoke("validate", "--root", str(tmp_path), "--run", RUN)
+    assert bad.exit_code == 2
+    assert bad.stderr == (
+        f"Error: {paths.metadata}: $.checkpoints[0] {a['id']}: checkpoint file {a['file']!r} "
+        f"resolves outside {paths.dir} (symlink?)\n"
+    )
+
+
+def test_meta_update_never_imports_torch_numpy_or_jsonschema_on_the_happy_path(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    step = write_step(tmp_path, chain(2.0))
+    probe = (
+        "import sys\nimport nanecho_tools.meta_update as m\nstep, root = sys.argv[1:3]\n"
+        "for args in (['record', step], ['list'], ['validate']):\n"
+        "    sys.argv = ['meta-update', *args, '--root', root, '--run', '" + RUN + "']\n"
+        "    try:\n        m.main()\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+        "print(sorted(n for n in ('torch', 'numpy', 'jsonschema') if n in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(step), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("[]"), done.stdout
