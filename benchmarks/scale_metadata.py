@@ -47,7 +47,9 @@ def build(root: Path, count: int) -> None:
         payload = f"weights of {entry['id']}".encode()
         (paths.dir / entry["file"]).write_bytes(payload)  # bulk setup: no fsync per file
         (paths.dir / entry["file"]).with_suffix(".json").write_text(json.dumps(entry))
-        session = make_session(sid, 100 * n, 100 * (n + 1), resumed_from=entry["parent_id"], resume_source="cache")
+        session = make_session(
+            sid, 100 * n, 100 * (n + 1), resumed_from=entry["parent_id"], resume_source="cache"
+        )
         lines.append(dumps_line(session))
     save_metadata(paths, recompute(doc))
     paths.sessions.write_text("\n".join(lines) + "\n")
@@ -76,29 +78,46 @@ def main() -> None:
               f"metadata.json {meta.stat().st_size / 1e6:.1f} MB")  # fmt: skip
         base = ["--root", str(root), "--run", RUN]
         baseline = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(args.repeat))
-        results: dict[str, list[float]] = {"record": [], "record (cold: unverified)": [], "ckpt-select": [], "validate": []}
+        results: dict[str, list[float]] = {
+            "record": [],
+            "record (cold: unverified)": [],
+            "ckpt-select": [],
+            "validate": [],
+        }
         for n in range(args.repeat):
             for kind in ("record", "record (cold: unverified)"):
                 i = args.entries + 2 * n + (kind != "record")
                 sid = f"20270101T{i:06d}Z-ffffff"
-                entry = make_entry(sid, 100 * (i + 1), 1.0, created_at=f"2027-01-01T00:00:{2 * n + (kind != 'record'):02d}Z")
+                entry = make_entry(
+                    sid, 100 * (i + 1), 1.0, created_at=f"2027-01-01T00:00:{2 * n + (kind != 'record'):02d}Z"
+                )
                 (root / RUN / entry["file"]).write_bytes(f"weights of {entry['id']}".encode())
                 step = root / f"step-{sid}.json"
                 atomic_write_json(step, make_session(sid, 100 * i, 100 * (i + 1), checkpoints=[entry]))
                 if kind != "record":
                     (root / RUN / ".metadata.verified").unlink(missing_ok=True)
                 results[kind].append(timed([str(BIN / "meta-update"), "record", str(step), *base]))
-            results["ckpt-select"].append(timed([str(BIN / "ckpt-select"), *base, "--out", str(root / "sel.json")]))
+            results["ckpt-select"].append(
+                timed([str(BIN / "ckpt-select"), *base, "--out", str(root / "sel.json")])
+            )
             results["validate"].append(timed([str(BIN / "meta-update"), "validate", *base]))
         limits = {"record": 0.5, "record (cold: unverified)": None, "ckpt-select": 0.5, "validate": 2.0}
         print(f"baseline python -c pass: {baseline:.3f} s")
         for name, values in results.items():
             med = statistics.median(values)
             limit = limits[name]
-            verdict = "" if limit is None else f"  limit {limit:.1f} s: {'OK' if med < limit else 'OVER'} ({med / limit:.2f}x)"
-            print(f"{name:<28} median {med:.3f} s  min {min(values):.3f} s  ({med / baseline:.1f}x baseline){verdict}")
+            verdict = (
+                ""
+                if limit is None
+                else f"  limit {limit:.1f} s: {'OK' if med < limit else 'OVER'} ({med / limit:.2f}x)"
+            )
+            print(
+                f"{name:<28} median {med:.3f} s  min {min(values):.3f} s  ({med / baseline:.1f}x baseline){verdict}"
+            )
         sel = json.loads((root / "sel.json").read_text())
-        print(f"ckpt-select chose {sel['chosen']['id']} with {len(sel['rejected'])} rejected candidates listed")
+        print(
+            f"ckpt-select chose {sel['chosen']['id']} with {len(sel['rejected'])} rejected candidates listed"
+        )
         digest = hashlib.sha256(meta.read_bytes()).hexdigest()[:12]
         print(f"final metadata.json sha256 {digest}")
 

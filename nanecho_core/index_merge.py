@@ -90,9 +90,9 @@ def merge_documents(
 
 def merge_files(base: str, ours: str, theirs: str) -> dict[str, Any]:
     """git's driver contract: read %O %A %B, write the result to %A. Errors leave %A untouched."""
-    doc = merge_documents(
-        _read_side(base, base=True), _read_side(ours, base=False), _read_side(theirs, base=False)
-    )
+    ours_doc, theirs_doc = _read_side(ours, base=False), _read_side(theirs, base=False)
+    assert ours_doc is not None and theirs_doc is not None  # only the base may be absent
+    doc = merge_documents(_read_side(base, base=True), ours_doc, theirs_doc)
     atomic_write_json(ours, doc)
     return doc
 

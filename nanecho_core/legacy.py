@@ -138,7 +138,7 @@ def _convert_one(key: str, rec: dict[str, Any], session: str, cid: str) -> tuple
     extras = {f"legacy_{k}": v for k, v in metrics_in.items() if k != "val_loss" and _is_num(v)}
     if _is_num(rec.get("epoch")):
         extras["legacy_epoch"] = rec["epoch"]
-    tokens = metrics_in.get("tokens_processed")
+    tokens: Any = metrics_in.get("tokens_processed")
     entry = {
         "id": cid,
         "file": f"cache/checkpoints/{cid}.pt",
