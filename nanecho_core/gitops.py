@@ -98,6 +98,23 @@ class Git:
             raise NanechoError(f"git {args[0]} failed: {detail}", self.root)
         return result
 
+    def with_env(self, extra: Mapping[str, str]) -> Git:
+        """A runner for the same repository with some variables changed (e.g. GIT_INDEX_FILE)."""
+        other = Git.__new__(Git)
+        other.root, other.env = self.root, {**self.env, **extra}
+        return other
+
+    def blob(self, rev: str, path: str) -> bytes | None:
+        """The bytes of `path` at `rev`, or None when the file does not exist there."""
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", f"{rev}:{path}"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
+        return proc.stdout if proc.returncode == 0 else None
+
     def out(self, *args: str) -> str:
         return self.run(*args).stdout.strip()
 

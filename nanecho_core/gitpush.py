@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nanecho_core import gitrecover
+from nanecho_core import gitrecover, gitreplay
 from nanecho_core.gitops import Git, GitResult
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ def integrate(git: Git, remote: str, branch: str) -> tuple[str, str] | None:
                 break
     if not _has_merge_base(git, upstream):
         return DIVERGED, f"local history shares no commit with {remote}/{branch} (rewritten upstream?)"
+    if gitreplay.replay_onto(git, upstream):
+        return None
     rebased = git.run("rebase", "--autostash", upstream, check=False)
     if rebased.ok:
         return None

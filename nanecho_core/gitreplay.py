@@ -1,0 +1,132 @@
+"""Rebase a progress commit onto the fetched upstream in-process: the merge drivers' rules, no spawns.
+
+`git rebase` runs `meta-update merge-driver` as a new Python process for every replayed metadata
+change; under 8 concurrent writers that start-up is most of the window in which another writer
+pushes first. A progress commit is one commit touching only files whose merge rules NanEcho owns,
+so it is replayed here with the same rules (the index merge of index_merge.merge_documents,
+`git merge-file --union` for sessions.jsonl, upstream's copy of derived files, which are
+regenerated afterwards) through a private index, `commit-tree` and `reset --keep`. Anything else
+(several local commits, other files, a textual conflict) returns False and the caller runs the
+real `git rebase` with the drivers.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from nanecho_core.errors import NanechoError
+from nanecho_core.gitops import Git
+
+log = logging.getLogger(__name__)
+
+DERIVED_NAMES = ("training_summary.json", "PROGRESS.md")
+
+
+def _kind(path: str) -> str | None:
+    pure = PurePosixPath(path)
+    if pure.name == "metadata.json" and pure.parent.name == "cache":
+        return "metadata"
+    if pure.name == "sessions.jsonl":
+        return "union"
+    if pure.name in DERIVED_NAMES:
+        return "derived"
+    if pure.name in (".gitattributes", ".gitignore", "README.md"):
+        return "text"
+    return None
+
+
+def _write_blob(git: Git, data: bytes) -> str:
+    proc = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=git.root,
+        env=git.env,
+        input=data,
+        capture_output=True,
+        check=True,
+    )
+    return proc.stdout.decode().strip()
+
+
+def _merge_text(
+    git: Git, work: Path, base: bytes | None, ours: bytes, theirs: bytes, union: bool
+) -> bytes | None:
+    files = []
+    for name, data in (("ours", ours), ("base", base or b""), ("theirs", theirs)):
+        path = work / name
+        path.write_bytes(data)
+        files.append(str(path))
+    args = ["git", "merge-file", "-p", *(["--union"] if union else []), *files]
+    proc = subprocess.run(args, cwd=git.root, env=git.env, capture_output=True, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _merge_metadata(work: Path, base: bytes | None, ours: bytes, theirs: bytes) -> bytes | None:
+    from nanecho_core.index_merge import merge_files
+
+    paths = [work / "m-base.json", work / "m-ours.json", work / "m-theirs.json"]
+    for path, data in zip(paths, (base or b"", ours, theirs), strict=True):
+        path.write_bytes(data)
+    try:
+        merge_files(str(paths[0]), str(paths[1]), str(paths[2]))
+    except NanechoError as exc:
+        log.info("in-process metadata merge refused (%s); falling back to git rebase", exc)
+        return None
+    return paths[1].read_bytes()
+
+
+def _merged(git: Git, work: Path, kind: str, base: bytes | None, ours: bytes, theirs: bytes) -> bytes | None:
+    if kind == "metadata":
+        return _merge_metadata(work, base, ours, theirs)
+    if kind == "derived":
+        return ours  # regenerated from the merged sessions right after the replay
+    return _merge_text(git, work, base, ours, theirs, union=kind == "union")
+
+
+def replay_onto(git: Git, upstream: str) -> bool:
+    """Rebase the one local progress commit onto `upstream`; False when this fast path does not apply."""
+    local = git.out("rev-list", f"{upstream}..HEAD").split()
+    if len(local) != 1:
+        return False
+    commit = local[0]
+    parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
+    if len(parents) != 1:
+        return False
+    parent = parents[0]
+    changed = git.out("diff-tree", "--no-commit-id", "--name-only", "-r", parent, commit).splitlines()
+    if not changed or any(_kind(path) is None for path in changed):
+        return False
+    results: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="nanecho-replay-") as tmp:
+        for path in changed:
+            base, ours, theirs = git.blob(parent, path), git.blob(upstream, path), git.blob(commit, path)
+            if theirs is None:
+                return False  # a deletion: leave it to git rebase
+            if ours is None or ours in (base, theirs):
+                results[path] = theirs
+                continue
+            merged = _merged(git, Path(tmp), _kind(path) or "", base, ours, theirs)
+            if merged is None:
+                return False
+            results[path] = merged
+        index = Path(tmp) / "index"
+        private = git.with_env({"GIT_INDEX_FILE": str(index)})
+        private.run("read-tree", upstream)
+        for path, data in results.items():
+            private.run("update-index", "--add", "--cacheinfo", f"100644,{_write_blob(git, data)},{path}")
+        tree = private.out("write-tree")
+    author = git.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", commit).split("\0")
+    message = git.run("log", "-1", "--format=%B", commit).stdout
+    keep_author = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1], "GIT_AUTHOR_DATE": author[2]}
+    replayed = git.with_env(keep_author).run(
+        "commit-tree", tree, "-p", upstream, "-F", "-", input_text=message
+    )
+    new = replayed.stdout.strip()
+    # --keep moves HEAD (branch or detached) and updates exactly the files that differ, refusing to
+    # overwrite local edits to them.
+    if not git.run("reset", "--quiet", "--keep", new, check=False).ok:
+        return False
+    log.info("replayed %s onto %s as %s", commit[:12], upstream, new[:12])
+    return True
