@@ -46,7 +46,7 @@ th { background: #f3f3f3; } tr.flagged td { background: #fdecea; }
 svg { background: #fcfcfc; border: 1px solid #ddd; }
 .legend span { display: inline-block; margin-right: 14px; } .legend i { display: inline-block; width: 14px;
   height: 3px; vertical-align: middle; margin-right: 4px; }
-.note { color: #666; font-size: 12px; }
+.note { color: #666; font-size: 12px; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -192,7 +192,8 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], flagged: Se
     for i, row in enumerate(rows):
         cls = ' class="flagged"' if i < len(flagged) and flagged[i] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'  # wide tables scroll on their own, not the page
 
 
 def page(title: str, body: str) -> str:
