@@ -91,7 +91,7 @@ def test_second_session_in_a_fresh_clone_resumes_from_the_first(tmp_path: Path, 
         subject = message.splitlines()[0]
         assert subject.startswith(f"nanecho(nanecho-cached-ci): session {session['session_id']} ")
         assert f"{session['start_iteration']}→{session['end_iteration']}" in subject
-        assert f"{session['end_val_loss']:.4f}" in message
+        assert f"{session['end_val_loss']:.3f}" in subject
 
     # metadata.json on the remote lists both sessions' checkpoints, with hashes that verify.
     final = tmp_path / "final"
