@@ -37,7 +37,6 @@ JOB_KEYS = {
     "if",
     "env",
     "defaults",
-    "continue-on-error",
     "concurrency",
 }
 STEP_KEYS = {
