@@ -81,25 +81,52 @@ def atomic_write_json(path: str | os.PathLike[str], doc: Any) -> None:
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:
-    """Append one line durably (O_APPEND + fsync); a torn tail line is tolerated by readers."""
+    """Append one line durably (O_APPEND + fsync), all or nothing.
+
+    A write cut short (disk full, file-size limit) is rolled back, so no partial line is left. A torn
+    tail left by an earlier crash is not a record (its writer never finished): it is dropped rather
+    than kept as an unreadable middle line that would break every later read of the log.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            # Repair a torn last line from an earlier crash so this record starts on its own line.
-            if os.fstat(fd).st_size > 0:
-                with open(target, "rb") as reader:
-                    reader.seek(-1, os.SEEK_END)
-                    if reader.read(1) != b"\n":
-                        data = b"\n" + data
-            os.write(fd, data)
-            os.fsync(fd)
+            size = _drop_torn_tail(fd, os.fstat(fd).st_size)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
     except OSError as exc:
         raise NanechoError(f"cannot append: {exc.strerror or exc}", path) from exc
+
+
+def _drop_torn_tail(fd: int, size: int) -> int:
+    """Cut an unterminated last line that is not a JSON document; returns the size to append at."""
+    if size == 0:
+        return 0
+    start = max(0, size - HASH_CHUNK)
+    tail = os.pread(fd, size - start, start)
+    if tail.endswith(b"\n"):
+        return size
+    cut = tail.rfind(b"\n")
+    if cut < 0 and start > 0:
+        return size  # a last line longer than a chunk: leave it to the reader to judge
+    fragment = tail[cut + 1 :]
+    try:
+        json.loads(fragment.decode("utf-8"))
+    except ValueError:
+        os.ftruncate(fd, start + cut + 1)
+        return start + cut + 1
+    os.write(fd, b"\n")  # a complete record that only lacks its newline (edited by hand): keep it
+    return size + 1
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
