@@ -50,7 +50,7 @@ def test_append_line_repairs_a_torn_tail(tmp_path: Path) -> None:
     log = tmp_path / "sessions.jsonl"
     log.write_text('{"a":1}\n{"torn":')
     append_line(log, '{"b":2}')
-    assert log.read_text() == '{"a":1}\n{"torn":\n{"b":2}\n'
+    assert log.read_text() == '{"a":1}\n{"b":2}\n'  # the torn record is dropped, not left mid-log
 
 
 def test_sha256_file_streams_content(tmp_path: Path) -> None:
