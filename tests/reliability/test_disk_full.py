@@ -17,7 +17,15 @@ import pytest
 from nanecho_core.fsio import dumps_line
 from tests.factories import make_session
 from tests.reliability.conftest import add_fake_session, write_step
-from tests.reliability.harness import RUN_NAME, Workspace, fsck, git, make_workspace, one_error_line, tree_digest
+from tests.reliability.harness import (
+    RUN_NAME,
+    Workspace,
+    fsck,
+    git,
+    make_workspace,
+    one_error_line,
+    tree_digest,
+)
 
 
 def file_size_limit(limit: int) -> Callable[[], None]:
@@ -83,7 +91,10 @@ def test_sessions_append_past_the_size_limit_leaves_no_torn_line(fake_ws: Worksp
     assert cli(fake_ws.meta_args("record", str(write_step(fake_ws, later, "later.json"))))[0] == 0
     assert cli(fake_ws.meta_args("validate"))[0] == 0
     lines = fake_ws.sessions.read_text().splitlines()
-    assert [json.loads(line)["session_id"] for line in lines[-2:]] == [step["session_id"], later["session_id"]]
+    assert [json.loads(line)["session_id"] for line in lines[-2:]] == [
+        step["session_id"],
+        later["session_id"],
+    ]
 
 
 def test_torn_tail_left_by_a_crash_does_not_break_the_sessions_log(fake_ws: Workspace, cli) -> None:
@@ -117,7 +128,9 @@ def test_commit_past_the_size_limit_leaves_head_and_tree_and_the_next_commit_pus
     assert retry.returncode == 0, retry.stderr
     assert json.loads(out.read_text())["pushed"] is True
     assert fsck(fake_ws.root, fake_ws.env) is None and fsck(fake_ws.remote, fake_ws.env) is None
-    assert step["session_id"] in git(fake_ws.remote, "show", f"main:{fake_ws.run}/sessions.jsonl", env=fake_ws.env)
+    assert step["session_id"] in git(
+        fake_ws.remote, "show", f"main:{fake_ws.run}/sessions.jsonl", env=fake_ws.env
+    )
 
 
 @pytest.fixture
@@ -125,7 +138,9 @@ def tiny_fs(scratch: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs (real ENOSPC); skipped where mounting is not allowed."""
     mount = scratch / "tiny"
     mount.mkdir()
-    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    tried = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
     if tried.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {tried.stderr.decode().strip()}")
     try:
