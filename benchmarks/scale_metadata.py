@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,10 +57,25 @@ def build(root: Path, count: int) -> None:
     paths.sessions.write_text("\n".join(lines) + "\n")
 
 
-def timed(cmd: list[str]) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+def script(name: str) -> list[str]:
+    """The console script, or `python -m` where the package is on PYTHONPATH but not installed."""
+    installed = BIN / name
+    if installed.exists():
+        return [str(installed)]
+    return [sys.executable, "-m", f"nanecho_tools.{name.replace('-', '_')}"]
+
+
+def timed(cmd: list[str], label: str = "") -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    CPU.setdefault(label, []).append(cpu)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr}")
     return elapsed
@@ -77,7 +94,9 @@ def main() -> None:
         print(f"built {args.entries} sessions + entries in {time.perf_counter() - t0:.1f} s; "
               f"metadata.json {meta.stat().st_size / 1e6:.1f} MB")  # fmt: skip
         base = ["--root", str(root), "--run", RUN]
-        baseline = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(args.repeat))
+        baseline = statistics.median(
+            timed([sys.executable, "-c", "pass"], "baseline") for _ in range(args.repeat)
+        )
         results: dict[str, list[float]] = {
             "record": [],
             "record (cold: unverified)": [],
@@ -96,12 +115,14 @@ def main() -> None:
                 atomic_write_json(step, make_session(sid, 100 * i, 100 * (i + 1), checkpoints=[entry]))
                 if kind != "record":
                     (root / RUN / ".metadata.verified").unlink(missing_ok=True)
-                results[kind].append(timed([str(BIN / "meta-update"), "record", str(step), *base]))
+                results[kind].append(timed([*script("meta-update"), "record", str(step), *base], kind))
             results["ckpt-select"].append(
                 timed([str(BIN / "ckpt-select"), *base, "--out", str(root / "sel.json")])
             )
             results["validate"].append(timed([str(BIN / "meta-update"), "validate", *base]))
         limits = {"record": 0.5, "record (cold: unverified)": None, "ckpt-select": 0.5, "validate": 2.0}
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; python {sys.version.split()[0]}")
         print(f"baseline python -c pass: {baseline:.3f} s")
         for name, values in results.items():
             med = statistics.median(values)
@@ -112,7 +133,8 @@ def main() -> None:
                 else f"  limit {limit:.1f} s: {'OK' if med < limit else 'OVER'} ({med / limit:.2f}x)"
             )
             print(
-                f"{name:<28} median {med:.3f} s  min {min(values):.3f} s  ({med / baseline:.1f}x baseline){verdict}"
+                f"{name:<26} wall median {med:.3f} s  min {min(values):.3f} s  "
+                f"cpu {statistics.median(CPU[name]):.3f} s  ({med / baseline:.1f}x baseline){verdict}"
             )
         sel = json.loads((root / "sel.json").read_text())
         print(
