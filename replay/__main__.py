@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             handle = replay.start(args.event, inputs=_pairs(args.input, "--input") or None,
                                   pr_head=args.pr_head, timeouts=timeouts)  # fmt: skip
             sys.stdout.write(f"== run {handle.run_id} ({args.event})\n")
-            for step in handle._steps:
+            for step in handle:
                 sys.stdout.write(
                     f"  {step.outcome:9} {step.seconds:6.1f}s  {step.job}/{step.id}: {step.name}\n"
                 )

@@ -293,6 +293,10 @@ class RunHandle:
         self._steps = self._run()
         self._done: RunResult | None = None
 
+    def __iter__(self) -> Iterator[StepResult]:
+        """The remaining steps, each yielded once it has run."""
+        return self._steps
+
     def advance(self, job: str, step_id: str) -> StepResult:
         """Run steps up to and including job/step_id (skipped or not)."""
         for result in self._steps:
