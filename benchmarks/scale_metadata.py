@@ -116,10 +116,9 @@ def main() -> None:
                 if kind != "record":
                     (root / RUN / ".metadata.verified").unlink(missing_ok=True)
                 results[kind].append(timed([*script("meta-update"), "record", str(step), *base], kind))
-            results["ckpt-select"].append(
-                timed([str(BIN / "ckpt-select"), *base, "--out", str(root / "sel.json")])
-            )
-            results["validate"].append(timed([str(BIN / "meta-update"), "validate", *base]))
+            sel = ["--out", str(root / "sel.json")]
+            results["ckpt-select"].append(timed([*script("ckpt-select"), *base, *sel], "ckpt-select"))
+            results["validate"].append(timed([*script("meta-update"), "validate", *base], "validate"))
         limits = {"record": 0.5, "record (cold: unverified)": None, "ckpt-select": 0.5, "validate": 2.0}
         load = os.getloadavg()[0]
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; python {sys.version.split()[0]}")
