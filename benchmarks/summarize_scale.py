@@ -31,11 +31,13 @@ from tests.factories import make_entry, make_session  # noqa: E402
 BUDGET_S = 2.0
 RUN_SHARES = {"nanecho-cached-ci": 0.6, "nanecho-cached-scheduled": 0.3, "nanecho-cached-full": 0.1}
 ITERS = {"nanecho-cached-ci": 300, "nanecho-cached-scheduled": 2000, "nanecho-cached-full": 5000}
+# as the presets evaluate (every 100 / 100 / 250 iterations): 3, 20 and 20 eval points a session
+EVAL_INTERVAL = {"nanecho-cached-ci": 100, "nanecho-cached-scheduled": 100, "nanecho-cached-full": 250}
 README = "# Demo\n\nIntro.\n\n<!-- nanecho:progress:start -->\n<!-- nanecho:progress:end -->\n\nOutro.\n"
 
 
 def build_run(root: Path, run: str, count: int, every_reset: int = 97) -> None:
-    """`count` sessions: each resumes the last (a reset every `every_reset`), 3 evals per session."""
+    """`count` sessions: each resumes the last (a reset every `every_reset`), evals as the preset makes."""
     run_dir = root / ".training-progress" / run
     preset = run.rsplit("-", 1)[-1]
     iters = ITERS[run]
@@ -62,8 +64,9 @@ def build_run(root: Path, run: str, count: int, every_reset: int = 97) -> None:
         record["preset"] = preset
         record["started_at"] = (start_time + dt.timedelta(hours=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
         record["ended_at"] = (start_time + dt.timedelta(hours=n, minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        every = EVAL_INTERVAL[run]
         record["eval_points"] = [
-            [it, round(loss(it), 4), None] for it in (start + iters // 3, start + 2 * iters // 3, end)
+            [it, round(loss(it), 4), round(loss(it) + 0.05, 4)] for it in range(start + every, end + 1, every)
         ]
         lines.append(dumps_line(record))
         entry = make_entry(session_id, end, round(loss(end), 4), parent_id=previous_id)
@@ -131,6 +134,28 @@ def output_sizes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in files}
 
 
+def phases(root: Path) -> str:
+    """Where the time goes, in-process: reading + validating, deriving, Markdown, HTML."""
+    from nanecho_core import store, summary
+    from nanecho_core.summary_html import dashboard_html
+
+    runs = summary.discover_runs(root)
+    t0 = time.perf_counter()
+    records = {p.name: store.read_sessions(p) for p in runs}
+    t1 = time.perf_counter()
+    summary.read_sessions = lambda p: records[p.name]  # type: ignore[assignment]  # derive alone
+    views = [summary.build_run(p) for p in runs]
+    t2 = time.perf_counter()
+    summary.render_outputs(views, views)
+    t3 = time.perf_counter()
+    dashboard_html(views)
+    t4 = time.perf_counter()
+    return (
+        f"  in-process phases: read+validate sessions {t1 - t0:.3f} s, derive {t2 - t1:.3f} s, "
+        f"JSON+PROGRESS.md {t3 - t2:.3f} s, HTML {t4 - t3:.3f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -146,6 +171,7 @@ def main() -> None:
         build_repo(big, args.sessions)
         times = time_cli(big, args.repeat)
         sizes = output_sizes(big)
+        breakdown = phases(big)
     best, median = min(times), statistics.median(times)
     print(
         f"summarize, {args.sessions} sessions across {len(RUN_SHARES)} runs (all outputs, fresh process each):"
@@ -154,6 +180,7 @@ def main() -> None:
         f"  best {best:.3f} s, median {median:.3f} s over {args.repeat}; budget {BUDGET_S:.1f} s "
         f"-> {median / BUDGET_S:.2f} x budget ({'OK' if median < BUDGET_S else 'OVER'})"
     )
+    print(breakdown)
     print("  output sizes (bytes) at 300 sessions -> at", args.sessions, "sessions:")
     for name, size in sizes.items():
         print(
