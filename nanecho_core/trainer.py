@@ -173,8 +173,9 @@ class Trainer:
         try:
             self.raw_model.load_state_dict(strip_prefixes(state["model"]))
         except (RuntimeError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NanechoError(f"checkpoint weights do not fit the model: {first}", where) from exc
+            # The whole message (one line): torch's first line alone never names the tensor or shapes.
+            detail = " ".join(str(exc).split())[:500] or type(exc).__name__
+            raise NanechoError(f"checkpoint weights do not fit the model: {detail}", where) from exc
 
     def restore(self, state: dict[str, Any], where: str) -> None:
         """Continue exactly where `state` stopped (weights, optimizer, cursor, RNGs, counters)."""
