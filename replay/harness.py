@@ -160,7 +160,8 @@ class Replay:
             raise ReplayError(
                 f"{self.workflow_path.name} is not triggered by {name} (on: {sorted(triggers)})"
             )
-        branches = (triggers[name] or {}).get("branches")
+        spec = triggers[name]
+        branches = spec.get("branches") if isinstance(spec, dict) else None
         if branches and not any(fnmatch.fnmatchcase(branch, pattern) for pattern in branches):
             raise ReplayError(f"{name} on branch {branch} does not match branches {branches}")
         repo = {"full_name": "nanecho/replay", "default_branch": self.default_branch, "fork": False}

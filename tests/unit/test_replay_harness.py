@@ -370,3 +370,22 @@ def test_cli_rejects_an_unsupported_workflow_with_one_error_line(tmp_path, remot
     assert result.returncode == 2
     assert result.stderr.startswith("Error: ") and "unsupported keys ['container']" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_schedule_and_branch_filters_decide_whether_an_event_triggers(tmp_path, remote):
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
+        on:
+          schedule: [{cron: "17 3 * * *"}]
+          push: {branches: [release/*]}
+        jobs:
+          a:
+            runs-on: x
+            steps: [{id: show, run: 'echo "$GITHUB_EVENT_NAME ${{ github.event.schedule }}"'}]
+    """,
+    )
+    assert replay.run("schedule").step("a", "show").log == "schedule 17 3 * * *\n"
+    with pytest.raises(ReplayError, match="does not match branches"):
+        replay.start("push")
