@@ -6,6 +6,8 @@ figure `benchmarks/reliability.py` reports comes from the same checks).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
@@ -104,3 +106,20 @@ def test_progress_commit_thousand_hostile_step_documents(
 @given(fuzzing.SUMMARIZE_CASES)
 def test_summarize_thousand_hostile_documents(case: tuple[str, bytes]) -> None:
     fuzzing.check_summarize(*case)
+
+
+def test_error_line_stays_one_printable_line_when_a_hostile_key_carries_control_characters() -> None:
+    from nanecho_tools.ckpt_select import app
+
+    with fuzzing.scenario() as sc:
+        doc = json.loads(sc.metadata_path.read_text())
+        doc["checkpoints"][0]["metrics"]["\r\u2028\x1b[2J"] = []
+        sc.metadata_path.write_text(json.dumps(doc))
+        code, _out, err = fuzzing.invoke(
+            app, ["--root", str(sc.root), "--run", fuzzing.RUN, "--out", "s.json"]
+        )
+
+    assert code == 2
+    assert err.count("\n") == 1 and err.endswith("\n") and err.isprintable() is False  # only the final \n
+    assert err[:-1].isprintable(), repr(err)
+    assert err.startswith(f"Error: {sc.metadata_path}:$.checkpoints[0].metrics.  \\x1b[2J: ")
