@@ -9,6 +9,7 @@ with hostile bytes. tests/reliability/test_hostile_input.py and benchmarks/relia
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -106,6 +107,7 @@ def scenario() -> Iterator[Scenario]:
     global _TEMPLATE
     if _TEMPLATE is None or not _TEMPLATE.exists():
         _TEMPLATE = scratch_dir("nanecho-fuzz-template-")
+        atexit.register(shutil.rmtree, _TEMPLATE, ignore_errors=True)
         build_scenario(_TEMPLATE / "t")
     base = scratch_dir("nanecho-fuzz-")
     try:
