@@ -38,18 +38,6 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def _write_blob(git: Git, data: bytes) -> str:
-    proc = subprocess.run(
-        ["git", "hash-object", "-w", "--stdin"],
-        cwd=git.root,
-        env=git.env,
-        input=data,
-        capture_output=True,
-        check=True,
-    )
-    return proc.stdout.decode().strip()
-
-
 def _merge_text(
     git: Git, work: Path, base: bytes | None, ours: bytes, theirs: bytes, union: bool
 ) -> bytes | None:
@@ -85,23 +73,59 @@ def _merged(git: Git, work: Path, kind: str, base: bytes | None, ours: bytes, th
     return _merge_text(git, work, base, ours, theirs, union=kind == "union")
 
 
+def _blobs(git: Git, specs: list[str]) -> list[bytes | None]:
+    """`git cat-file --batch` for many `rev:path` at once (one process): bytes, or None when missing."""
+    proc = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        cwd=git.root,
+        env=git.env,
+        input="".join(f"{spec}\n" for spec in specs).encode(),
+        capture_output=True,
+        check=True,
+    )
+    data, found, offset = proc.stdout, [], 0
+    for _ in specs:
+        end = data.index(b"\n", offset)
+        header = data[offset:end].split()
+        offset = end + 1
+        if len(header) != 3 or header[1] != b"blob":
+            found.append(None)
+            continue
+        size = int(header[2])
+        found.append(data[offset : offset + size])
+        offset += size + 1
+    return found
+
+
+def _write_tree(git: Git, upstream: str, files: dict[str, bytes], work: Path) -> str:
+    """The tree of `upstream` with `files` replaced, built in a private index (the real one is untouched)."""
+    blobs = []
+    for number, data in enumerate(files.values()):
+        blob = work / f"blob-{number}"
+        blob.write_bytes(data)
+        blobs.append(str(blob))
+    hashed = git.run("hash-object", "-w", "--stdin-paths", input_text="\n".join(blobs) + "\n").stdout.split()
+    private = git.with_env({"GIT_INDEX_FILE": str(work / "index")})
+    private.run("read-tree", upstream)
+    info = "".join(f"100644 {sha}\t{path}\n" for sha, path in zip(hashed, files, strict=True))
+    private.run("update-index", "--index-info", input_text=info)
+    return private.out("write-tree")
+
+
 def replay_onto(git: Git, upstream: str) -> bool:
     """Rebase the one local progress commit onto `upstream`; False when this fast path does not apply."""
-    local = git.out("rev-list", f"{upstream}..HEAD").split()
-    if len(local) != 1:
-        return False
-    commit = local[0]
-    parents = git.out("rev-list", "--parents", "-n", "1", commit).split()[1:]
-    if len(parents) != 1:
-        return False
-    parent = parents[0]
+    local = [line.split() for line in git.out("rev-list", "--parents", f"{upstream}..HEAD").splitlines()]
+    if len(local) != 1 or len(local[0]) != 2:
+        return False  # several local commits, a merge or a root commit: git rebase knows best
+    commit, parent = local[0]
     changed = git.out("diff-tree", "--no-commit-id", "--name-only", "-r", parent, commit).splitlines()
     if not changed or any(_kind(path) is None for path in changed):
         return False
+    sides = _blobs(git, [f"{rev}:{path}" for path in changed for rev in (parent, upstream, commit)])
     results: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="nanecho-replay-") as tmp:
-        for path in changed:
-            base, ours, theirs = git.blob(parent, path), git.blob(upstream, path), git.blob(commit, path)
+        for number, path in enumerate(changed):
+            base, ours, theirs = sides[3 * number : 3 * number + 3]
             if theirs is None:
                 return False  # a deletion: leave it to git rebase
             if ours is None or ours in (base, theirs):
@@ -111,17 +135,13 @@ def replay_onto(git: Git, upstream: str) -> bool:
             if merged is None:
                 return False
             results[path] = merged
-        index = Path(tmp) / "index"
-        private = git.with_env({"GIT_INDEX_FILE": str(index)})
-        private.run("read-tree", upstream)
-        for path, data in results.items():
-            private.run("update-index", "--add", "--cacheinfo", f"100644,{_write_blob(git, data)},{path}")
-        tree = private.out("write-tree")
-    author = git.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw", commit).split("\0")
-    message = git.run("log", "-1", "--format=%B", commit).stdout
-    keep_author = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1], "GIT_AUTHOR_DATE": author[2]}
+        tree = _write_tree(git, upstream, results, Path(tmp))
+    fields = git.run("log", "-1", "--format=%an%x00%ae%x00%ad%x00%B", "--date=raw", commit).stdout.split(
+        "\0", 3
+    )
+    keep_author = {"GIT_AUTHOR_NAME": fields[0], "GIT_AUTHOR_EMAIL": fields[1], "GIT_AUTHOR_DATE": fields[2]}
     replayed = git.with_env(keep_author).run(
-        "commit-tree", tree, "-p", upstream, "-F", "-", input_text=message
+        "commit-tree", tree, "-p", upstream, "-F", "-", input_text=fields[3].rstrip("\n") + "\n"
     )
     new = replayed.stdout.strip()
     # --keep moves HEAD (branch or detached) and updates exactly the files that differ, refusing to

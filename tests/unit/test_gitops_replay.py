@@ -59,6 +59,7 @@ def test_replay_merges_sessions_and_index_and_keeps_the_author(clones: tuple[Pat
 
     assert git(b, "rev-parse", "HEAD^") == upstream
     assert git(b, "log", "-1", "--format=%an|%cn|%s") == "Second Writer|bot|s2"
+    assert git(b, "cat-file", "commit", "HEAD").endswith("\n\ns2")  # message kept byte for byte
     assert git(b, "status", "--porcelain") == ""
     sessions = [json.loads(x)["session_id"] for x in (b / RUN / "sessions.jsonl").read_text().splitlines()]
     assert sessions == [step_doc(1, 1)["session_id"], step_doc(2, 1)["session_id"]]
