@@ -245,3 +245,25 @@ def test_unknown_remote_is_named(work: Path, env: Path) -> None:
     code, _, stderr, _ = _commit(work, env, "--push", "--remote", "upstream")
     assert code == 2
     assert stderr == f"Error: {work}: no git remote named 'upstream' (git remote -v lists them)\n"
+
+
+def test_derived_files_are_regenerated_after_a_rebase_not_merged(work: Path, env: Path, remote: Path) -> None:
+    from nanecho_core.summary import regenerate
+
+    other = clone(remote, env / "other")
+    _session(other, env, 2, 1)
+    regenerate(other, [run_paths(other, RUN)])
+    assert _commit(other, env, "--push")[0] == 0
+    _session(work, env, 1, 1)
+    regenerate(work, [run_paths(work, RUN)])  # knows only its own session: stale after the rebase
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 0, stderr
+    assert doc is not None and doc["attempts"] == 2
+    assert git(work, "status", "--porcelain") == ""
+    fresh = clone(remote, env / "fresh")
+    derived = [f"{RUN}/training_summary.json", ".training-progress/PROGRESS.md"]
+    pushed = {rel: remote_file(remote, rel) for rel in derived}
+    regenerate(fresh, [run_paths(fresh, RUN)])
+    assert {rel: (fresh / rel).read_text().rstrip("\n") for rel in derived} == pushed
+    upstream_copy = git(work, "show", f"{doc['sha']}~1:{RUN}/training_summary.json")
+    assert json.loads(pushed[f"{RUN}/training_summary.json"]) != json.loads(upstream_copy)
