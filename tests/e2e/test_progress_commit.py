@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import write_fake_checkpoint
 from tests.gitfixtures import (
     BIN,
     RUN,
@@ -222,3 +223,36 @@ def test_untouched_tree_when_the_run_directory_is_missing(tmp_path: Path, env: d
     assert proc.returncode == 2
     assert proc.stderr == f"Error: {work / RUN}: run directory not found\n"
     assert tree_snapshot(work) == before and not (tmp_path / "r.json").exists()
+
+
+def test_two_unpushed_commits_go_through_git_rebase_with_the_real_merge_drivers(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    remote = make_remote(tmp_path)
+    work, other = clone(remote, tmp_path / "work"), clone(remote, tmp_path / "other")
+
+    def record(clone_dir: Path, writer: int, number: int) -> None:
+        step = step_doc(writer, number)
+        for entry in step["checkpoints"]:
+            write_fake_checkpoint(clone_dir / RUN, entry)
+        path = write_step(tmp_path / f"step-{writer}-{number}.json", step)
+        cmd = [str(BIN / "meta-update"), "record", str(path), "--root", str(clone_dir), "--run", RUN]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+    record(other, 2, 1)
+    assert progress_commit(other, env, "--push", "--out", str(tmp_path / "o.json")).returncode == 0
+    record(work, 1, 1)
+    assert progress_commit(work, env, "--out", str(tmp_path / "w1.json")).returncode == 0  # not pushed
+    record(work, 1, 2)
+    out = tmp_path / "w2.json"
+
+    proc = progress_commit(work, env, "--push", "--out", str(out))
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["attempts"] == 2
+    expected = [step_doc(2, 1)["session_id"], step_doc(1, 1)["session_id"], step_doc(1, 2)["session_id"]]
+    assert remote_session_ids(remote) == expected
+    index = json.loads(remote_file(remote, f"{RUN}/cache/metadata.json"))
+    assert sorted(e["session_id"] for e in index["checkpoints"]) == sorted(expected)
+    assert git(remote, "rev-list", "--merges", "--count", "main") == "0"
+    assert git(remote, "rev-list", "--count", "main") == "4"
