@@ -83,7 +83,8 @@ def _blobs(git: Git, specs: list[str]) -> list[bytes | None]:
         capture_output=True,
         check=True,
     )
-    data, found, offset = proc.stdout, [], 0
+    data, offset = proc.stdout, 0
+    found: list[bytes | None] = []
     for _ in specs:
         end = data.index(b"\n", offset)
         header = data[offset:end].split()
