@@ -225,7 +225,7 @@ def _id_line(cid: str) -> bytes:
 
 
 def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[Any, ...] | None:
-    """Splice new entries into verified canonical bytes without parsing the whole index.
+    """Splice new entries into verified bytes without parsing the whole index.
 
     Returns (added ids, best_id, best_file, latest_id), or None when the slow path must decide
     (no verified file, empty index, entries not in append order, or the eval set changed).
@@ -262,15 +262,16 @@ def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[An
     block = "".join("," + _indent(dumps_canonical(e), 4) for e in new).encode("utf-8")
     best_id = best["id"] if best else None
     latest_id = latest["id"] if latest else None
-    view = memoryview(data)
+    old_best_line = _key_line("best_id", head["best_id"])
+    old_latest_line = _key_line("latest_id", tail["latest_id"])
+    if data.count(old_best_line, 0, start) != 1 or data.count(old_latest_line, end) != 1:
+        return None  # not the canonical layout: let the slow path rewrite it
     out = b"".join(
         (
-            data[:start].replace(_key_line("best_id", head["best_id"]), _key_line("best_id", best_id)),
-            view[start:end],
+            data[:start].replace(old_best_line, _key_line("best_id", best_id)),
+            memoryview(data)[start:end],
             block,
-            data[end:].replace(
-                _key_line("latest_id", tail["latest_id"]), _key_line("latest_id", latest_id), 1
-            ),
+            data[end:].replace(old_latest_line, _key_line("latest_id", latest_id)),
         )
     )
     write_verified_metadata(paths, out)

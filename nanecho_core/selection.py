@@ -84,7 +84,7 @@ def select_checkpoint(
     # Stable sorts, least significant key first: tier, then later checkpoints first, then the metric.
     comparable.sort(key=lambda c: TIER_ORDER[c.tier])
     comparable.sort(key=lambda c: latest_key(c.entry), reverse=True)
-    comparable.sort(key=lambda c: sign * (metric_of(c.entry, metric) or 0.0))
+    comparable.sort(key=lambda c: sign * c.entry["metrics"][metric])  # non-null: filtered above
     chosen: Candidate | None = None
     for cand in comparable:
         if chosen is not None:
@@ -251,7 +251,8 @@ def _regression(
     known = [
         e
         for e in index["checkpoints"]
-        if e["model_fingerprint"] == model_fp and not any(t.startswith(SUSPECT_PREFIX) for t in e["tags"])
+        if e["model_fingerprint"] == model_fp
+        and not (e["tags"] and any(t.startswith(SUSPECT_PREFIX) for t in e["tags"]))
     ]
     if not known:
         return False, None
@@ -265,11 +266,11 @@ def _regression(
     same_eval = [
         e
         for e in known
-        if metric_of(e, metric) is not None and (eval_fp is None or e["eval_fingerprint"] == eval_fp)
+        if e["metrics"].get(metric) is not None and (eval_fp is None or e["eval_fingerprint"] == eval_fp)
     ]
     if same_eval:
         sign = 1.0 if mode == "min" else -1.0
-        best = min(same_eval, key=lambda e: sign * (metric_of(e, metric) or 0.0))
+        best = min(same_eval, key=lambda e: sign * e["metrics"][metric])
         best_metric = metric_of(best, metric) or 0.0
         worse = have_metric is None or (
             have_metric > best_metric * (1 + BETTER_TOLERANCE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -29,9 +30,10 @@ SUMMARY_FILE = "training_summary.json"
 CHECKPOINTS_DIR = "cache/checkpoints"
 DATA_CACHE_DIR = "cache/data"
 LOCK_FILE = ".lock"
-# sha256 of the metadata.json bytes this process family last wrote after validating them: when the
-# file still has exactly those bytes, readers may skip re-validation (10,000 entries parse + check
-# costs more than the whole 0.5 s budget of `meta-update record`). Local, never committed.
+# sha256 of metadata.json bytes that passed validation (written by writers and by the first reader
+# of a fresh checkout): when the file still has exactly those bytes, readers skip re-validation
+# (checking 10,000 entries costs more than the 0.5 s budget of `meta-update record`). Local, never
+# committed; a stale stamp only costs a re-validation.
 VERIFIED_FILE = ".metadata.verified"
 PROGRESS_DIR = ".training-progress"
 
@@ -150,7 +152,17 @@ def parse_metadata(paths: RunPaths, data: bytes) -> dict[str, Any]:
     doc = parse_json(text, paths.metadata)
     if not is_verified(paths, data):
         fastschema.validate(doc, "metadata", paths.metadata)
+        _try_stamp(paths, data)
     return dict(doc)
+
+
+def _try_stamp(paths: RunPaths, data: bytes) -> None:
+    """Remember that these bytes passed validation (a fresh CI checkout validates once, not per tool).
+
+    Sound under races: the stamp names exact bytes, so a stale stamp only costs a re-validation.
+    """
+    with contextlib.suppress(NanechoError):  # read-only checkout: validation happens again next time
+        atomic_write_bytes(paths.verified, (_stamp(data) + "\n").encode("ascii"))
 
 
 def is_verified(paths: RunPaths, data: bytes) -> bool:

@@ -144,3 +144,24 @@ def test_set_field_refuses_unknown_fields_and_notes_the_change() -> None:
     assert doc["checkpoints"][0]["notes"] == ['meta-update set status: "ok" -> "corrupt"']
     assert index.parse_value("2.5") == 2.5 and index.parse_value("null") is None
     assert index.parse_value("plain text") == "plain text"
+
+
+def test_a_valid_but_non_canonical_index_is_rewritten_by_the_slow_path(tmp_path: Path) -> None:
+    record(tmp_path, session_of("20261124T000000Z-aaaaaa", 2.0))
+    meta = tmp_path / RUN / "cache/metadata.json"
+    doc = json.loads(meta.read_text())
+    meta.write_text(json.dumps(doc))  # valid, one line: as a hand edit or another tool might leave it
+    result = record(tmp_path, session_of("20261124T010000Z-bbbbbb", 1.9, created_minute=60))
+    assert result.fast_path is False
+    assert meta.read_text() == dumps_canonical(index.recompute(json.loads(meta.read_text())))
+
+
+def test_first_reader_of_a_fresh_checkout_stamps_the_validated_bytes(tmp_path: Path) -> None:
+    from nanecho_core.store import is_verified, load_metadata
+
+    record(tmp_path, session_of("20261124T000000Z-aaaaaa", 2.0))
+    paths = run_paths(tmp_path, RUN)
+    paths.verified.unlink()  # a fresh clone: the stamp is never committed
+    load_metadata(paths)
+    assert is_verified(paths, paths.metadata.read_bytes())
+    assert record(tmp_path, session_of("20261124T010000Z-bbbbbb", 1.9, created_minute=60)).fast_path is True
