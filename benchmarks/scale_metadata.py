@@ -100,6 +100,7 @@ def main() -> None:
         results: dict[str, list[float]] = {
             "record": [],
             "record (cold: unverified)": [],
+            "ckpt-select (cold: fresh clone)": [],
             "ckpt-select": [],
             "validate": [],
         }
@@ -117,9 +118,18 @@ def main() -> None:
                     (root / RUN / ".metadata.verified").unlink(missing_ok=True)
                 results[kind].append(timed([*script("meta-update"), "record", str(step), *base], kind))
             sel = ["--out", str(root / "sel.json")]
+            (root / RUN / ".metadata.verified").unlink(missing_ok=True)  # a fresh CI clone
+            cold = "ckpt-select (cold: fresh clone)"
+            results[cold].append(timed([*script("ckpt-select"), *base, *sel], cold))
             results["ckpt-select"].append(timed([*script("ckpt-select"), *base, *sel], "ckpt-select"))
             results["validate"].append(timed([*script("meta-update"), "validate", *base], "validate"))
-        limits = {"record": 0.5, "record (cold: unverified)": None, "ckpt-select": 0.5, "validate": 2.0}
+        limits = {
+            "record": 0.5,
+            "record (cold: unverified)": None,
+            "ckpt-select (cold: fresh clone)": None,
+            "ckpt-select": 0.5,
+            "validate": 2.0,
+        }
         load = os.getloadavg()[0]
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; python {sys.version.split()[0]}")
         print(f"baseline python -c pass: {baseline:.3f} s")
