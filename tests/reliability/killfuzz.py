@@ -41,6 +41,9 @@ from tests.reliability.harness import (
 
 TARGETS = ("train-step", "meta-update", "progress-commit")
 POLL_S = 0.0005
+# Tools an unkilled step may run in-process (progress-commit stays a subprocess: it runs git with the
+# workspace's isolated environment).
+IN_PROCESS_HELPERS = ("ckpt-select", "meta-update")
 # How long after the first observed write the kill may land (the phase's typical length).
 PHASE_SPREAD_S = {"train-step": 0.03, "meta-update": 0.02, "progress-commit": 0.25}
 
@@ -162,11 +165,16 @@ class KillCampaign:
         iters: int = 10,
         targets: tuple[str, ...] = TARGETS,
         fake: bool = False,
+        modes: tuple[str, ...] = ("uniform", "phase"),
+        helper: Callable[[list[str]], tuple[int, str, str]] | None = None,
     ) -> None:
         """`fake`: sessions are written by tests/factories.py (fake weights, no torch) instead of
-        train-step, so meta-update and progress-commit can be killed many times in a fast test."""
+        train-step, so meta-update and progress-commit can be killed many times in a fast test.
+        `modes`: cycled per round of targets. `helper`: runs unkilled light steps in-process."""
         self.ws = ws
         self.targets = targets
+        self.modes = modes
+        self.helper = helper
         self.fake = fake
         self.rng = random.Random(seed)
         self.iters = iters
@@ -182,12 +190,24 @@ class KillCampaign:
         n = self._counter
         return self.ws.out / f"sel-{n}.json", self.ws.out / f"step-{n}.json", self.ws.out / f"commit-{n}.json"
 
-    def session(self, target: str | None = None, mode: str = "uniform") -> tuple[list[str], Step | None]:
-        """One session; `target` (if any) is killed. Returns (problems in unkilled steps, killed step)."""
+    def _unkilled(self, args: list[str], measure: bool) -> Step:
+        """A step nobody kills: in-process for the light tools when a helper runner is set (the same
+        apps, without interpreter start-up), else a subprocess (always when measuring the baseline)."""
+        if self.helper is None or measure or args[0] not in IN_PROCESS_HELPERS:
+            return run_step(self.ws, args)
+        start = time.monotonic()
+        code, out, err = self.helper(args)
+        return Step(code, out, err, time.monotonic() - start)
+
+    def session(
+        self, target: str | None = None, mode: str = "uniform", *, measure: bool = False
+    ) -> tuple[list[str], Step | None]:
+        """One session; `target` (if any) is killed; `measure` records each tool's runtime (baseline).
+        Returns (problems in unkilled steps, the target's step)."""
         ws = self.ws
         sel, step_json, commit_json = self._paths()
         problems: list[str] = []
-        select = run_step(ws, ws.select_args(sel))
+        select = self._unkilled(ws.select_args(sel), measure)
         if select.returncode != 0:
             return [f"ckpt-select exit {select.returncode}: {select.stderr.strip()[-300:]}"], None
         resume = sel if json.loads(sel.read_text())["source"] != "fresh" else None
@@ -209,8 +229,8 @@ class KillCampaign:
                     kwargs["marker"] = phase_marker(ws, name)
                     kwargs["spread"] = PHASE_SPREAD_S[name]
                     kwargs["rng"] = self.rng
-            step = run_step(ws, args, **kwargs)
-            if target is None:
+            step = run_step(ws, args, **kwargs) if name == target else self._unkilled(args, measure)
+            if measure:
                 self.baseline_s[name] = step.seconds
             if step.killed:
                 return problems, step
@@ -288,12 +308,12 @@ class KillCampaign:
 
     def run(self, runs: int, app_runner: Callable[[list[str]], tuple[int, str, str]]) -> list[RunOutcome]:
         """The baseline session, then `runs` killed ones, checking the invariants after each."""
-        baseline_problems, _ = self.session(None)
+        baseline_problems, _ = self.session(None, measure="uniform" in self.modes)
         if baseline_problems:
             raise RuntimeError(f"baseline session failed: {baseline_problems}")
         for index in range(runs):
             target = self.targets[index % len(self.targets)]
-            mode = "uniform" if (index // len(self.targets)) % 2 == 0 else "phase"
+            mode = self.modes[(index // len(self.targets)) % len(self.modes)]
             before = time.monotonic()
             step_problems, killed_step = self.session(target, mode)
             if killed_step is not None and not killed_step.killed and killed_step.returncode not in (0, None):

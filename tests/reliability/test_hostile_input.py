@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from tests.reliability import fuzzing
 
-FAST_EXAMPLES = 40
+FAST_EXAMPLES = 25
 THOROUGH_EXAMPLES = 1000
 _COMMON = dict(
     deadline=None,

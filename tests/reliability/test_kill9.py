@@ -17,11 +17,20 @@ def _report(outcomes) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_meta_update_and_progress_commit_killed_mid_write_lose_nothing(fake_ws: Workspace) -> None:
-    campaign = KillCampaign(fake_ws, seed=20261124, fake=True, targets=("meta-update", "progress-commit"))
-    outcomes = campaign.run(4, inprocess_runner())
+    campaign = KillCampaign(
+        fake_ws,
+        seed=20261124,
+        fake=True,
+        targets=("meta-update", "progress-commit"),
+        modes=("phase",),
+        helper=inprocess_runner(),
+    )
+    outcomes = campaign.run(2, inprocess_runner())
 
-    assert [o.target for o in outcomes] == ["meta-update", "progress-commit"] * 2
-    assert all(o.killed for o in outcomes), [(o.index, o.killed) for o in outcomes]
+    assert [(o.target, o.mode) for o in outcomes] == [("meta-update", "phase"), ("progress-commit", "phase")]
+    assert all(o.killed and o.phase_seen for o in outcomes), [
+        (o.index, o.killed, o.phase_seen) for o in outcomes
+    ]
     assert all(o.valid for o in outcomes), _report(outcomes)
     assert not any(o.lost_sessions for o in outcomes)
     assert campaign.pushed <= remote_sessions(fake_ws)
@@ -32,7 +41,7 @@ def test_train_step_meta_update_and_progress_commit_killed_at_random_instants_lo
     scratch,  # type: ignore[no-untyped-def]
 ) -> None:
     ws = make_workspace(scratch / "ws")
-    campaign = KillCampaign(ws, seed=7, iters=10)
+    campaign = KillCampaign(ws, seed=7, iters=10, helper=inprocess_runner())
     outcomes = campaign.run(12, inprocess_runner())
 
     assert sum(o.killed for o in outcomes) >= 9
