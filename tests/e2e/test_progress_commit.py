@@ -135,6 +135,7 @@ def test_shallow_detached_checkout_lands_on_the_named_branch(tmp_path: Path, env
     assert remote_session_ids(remote) == [step_doc(1, 1)["session_id"]]
 
 
+@pytest.mark.slow
 def test_shallow_checkout_behind_the_remote_rebases_and_keeps_every_session(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -225,6 +226,7 @@ def test_untouched_tree_when_the_run_directory_is_missing(tmp_path: Path, env: d
     assert tree_snapshot(work) == before and not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_two_unpushed_commits_go_through_git_rebase_with_the_real_merge_drivers(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
