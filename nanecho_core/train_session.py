@@ -147,6 +147,8 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
     model_fp = model_fingerprint(config["model"])
     if req.iters is not None and req.iters < 0:
         raise NanechoError("--iters must be >= 0")
+    if req.out is not None and req.out.is_dir():  # refuse before training, not after a whole session
+        raise NanechoError("--out is a directory, expected the path of step.json", req.out)
     from nanecho_core import data as data_mod
 
     corpus_arg = config["data"]["corpus"]
