@@ -138,3 +138,46 @@ def test_sidecar_whose_file_escapes_is_not_a_candidate(fake_ws: Workspace, cli) 
     assert (
         "does not match the checkpoint schema" in {r["id"]: r["reason"] for r in doc["rejected"]}[entry["id"]]
     )
+
+
+def _bad_cli_paths(ws: Workspace) -> dict[str, list[str]]:
+    root, run, d, missing = str(ws.root), ws.run, str(ws.out / "adir"), str(ws.out / "missing.json")
+    ok_out = str(ws.out / "result.json")
+    common = ["--root", root, "--run", run]
+    return {
+        "ckpt-select --out DIR": ["ckpt-select", *common, "--out", d],
+        "ckpt-select --config DIR": ["ckpt-select", *common, "--config", d, "--out", ok_out],
+        "ckpt-select --config missing": ["ckpt-select", *common, "--config", missing, "--out", ok_out],
+        "ckpt-select --root missing": ["ckpt-select", "--root", missing, "--run", run, "--out", ok_out],
+        "meta-update record DIR": ["meta-update", "record", d, *common],
+        "meta-update record missing": ["meta-update", "record", missing, *common],
+        "meta-update import-legacy DIR": ["meta-update", "import-legacy", d, *common],
+        "progress-commit --message-from DIR": [
+            "progress-commit",
+            *common,
+            "--message-from",
+            d,
+            "--out",
+            ok_out,
+        ],
+        "train-step --resume DIR": ["train-step", *common, "--resume", d, "--out", ok_out],
+        "train-step --init-from DIR": ["train-step", *common, "--init-from", d, "--out", ok_out],
+        "train-step --corpus DIR": ["train-step", *common, "--corpus", d, "--iters", "1", "--out", ok_out],
+        "train-step --out DIR": ["train-step", *common, "--iters", "1", "--device", "cpu", "--out", d],
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cli_paths(Workspace(base=Path("/x"))).keys()))
+def test_bad_cli_path_is_one_error_line_before_anything_is_written(
+    fake_ws: Workspace, cli, case: str
+) -> None:
+    step = add_fake_session(fake_ws, "20261124T000000Z-aaaaaa", [2.0])
+    assert cli(fake_ws.meta_args("record", str(write_step(fake_ws, step))))[0] == 0
+    (fake_ws.out / "adir").mkdir()
+    before = tree_digest(fake_ws.base, skip=(".lock", "index"))
+
+    code, _out, err = cli(_bad_cli_paths(fake_ws)[case])
+
+    assert code == 2, err
+    assert one_error_line(err) is None, err
+    assert tree_digest(fake_ws.base, skip=(".lock", "index")) == before
