@@ -154,7 +154,7 @@ def download_artifact(ctx: ActionContext, inputs: dict[str, Any]) -> dict[str, s
     return {"download-path": str(target)}
 
 
-_DAWIDD6_INPUTS = {
+DAWIDD6_INPUTS = {
     "workflow",
     "name",
     "path",
@@ -170,7 +170,7 @@ _DAWIDD6_INPUTS = {
 
 def download_previous_artifact(ctx: ActionContext, inputs: dict[str, Any]) -> dict[str, str]:
     """dawidd6/action-download-artifact: the named artifact of the newest matching earlier run."""
-    unknown = set(inputs) - _DAWIDD6_INPUTS
+    unknown = set(inputs) - DAWIDD6_INPUTS
     if unknown:
         raise ReplayError(f"dawidd6/action-download-artifact: inputs {sorted(unknown)} are not emulated")
     if not inputs.get("name"):

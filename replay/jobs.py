@@ -32,6 +32,24 @@ ACTIONS: dict[str, Callable[[ActionContext, dict[str, Any]], dict[str, str]]] = 
     "actions/download-artifact": artifacts.download_artifact,
     "dawidd6/action-download-artifact": artifacts.download_previous_artifact,
 }
+# The inputs each emulation understands; any other input fails loudly instead of being ignored.
+ACTION_INPUTS: dict[str, set[str]] = {
+    "actions/checkout": {"persist-credentials", "fetch-depth"},
+    "actions/setup-python": {"python-version", "cache", "cache-dependency-path"},
+    "actions/cache/restore": {"path", "key", "restore-keys", "fail-on-cache-miss", "lookup-only"},
+    "actions/cache/save": {"path", "key"},
+    "actions/upload-artifact": {
+        "name",
+        "path",
+        "if-no-files-found",
+        "retention-days",
+        "include-hidden-files",
+        "overwrite",
+        "compression-level",
+    },
+    "actions/download-artifact": {"name", "path", "run-id", "github-token"},
+    "dawidd6/action-download-artifact": set(artifacts.DAWIDD6_INPUTS),
+}
 SHELLS: dict[str | None, list[str]] = {
     None: ["bash", "-e", "{0}"],  # GitHub's default when no shell is given
     "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "{0}"],
@@ -238,6 +256,9 @@ class JobRun:
             lambda line: self._emit(log, line + "\n"),
             env,
         )
+        unknown = set(inputs) - ACTION_INPUTS[uses.split("@")[0]]
+        if unknown:
+            raise ReplayError(f"{uses}: inputs {sorted(unknown)} are not emulated by the replay")
         try:
             outputs = ACTIONS[uses.split("@")[0]](action_ctx, inputs)
         except ActionFailed as exc:

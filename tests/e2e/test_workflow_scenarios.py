@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sysconfig
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,14 @@ def replay_from(two_runs: tuple[Path, list[RunResult]], tmp_path: Path, **kwargs
 
 def test_three_consecutive_runs_each_start_lower_and_commit_their_figures(two_runs, tmp_path):
     replay = replay_from(two_runs, tmp_path)
+    project_site = Path(sysconfig.get_paths()["purelib"])
+    editable = sorted(project_site.glob("__editable__*nanecho*"))
+    before = [p.read_bytes() for p in editable]
     third = replay.run("push")
     assert_success(third)
+    # The workflow's install step ran inside the replay's throwaway venv, not in the project's.
+    assert editable and [p.read_bytes() for p in editable] == before
+    assert "Not uninstalling nanecho" in third.step("train", "step3").log
     results = [*two_runs[1], third]
 
     sessions = remote_sessions(replay.remote)

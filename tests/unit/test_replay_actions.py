@@ -189,3 +189,19 @@ def test_dawidd6_inputs_outside_the_emulation_fail_loudly(tmp_path, remote):
     )
     with pytest.raises(ReplayError, match="run_number"):
         replay.run("push")
+
+
+def test_an_action_input_the_emulation_does_not_know_fails_loudly(tmp_path, remote):
+    replay = replay_of(
+        tmp_path,
+        remote,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: x
+            steps: [{uses: actions/checkout@v5, with: {ref: other}}]
+    """,
+    )
+    with pytest.raises(ReplayError, match=r"inputs \['ref'\] are not emulated"):
+        replay.run("push")
