@@ -25,6 +25,7 @@ from nanecho_core.store import (
     append_session,
     is_verified,
     load_metadata,
+    read_metadata,
     read_metadata_bytes,
     save_metadata,
     write_verified_metadata,
@@ -231,9 +232,10 @@ def _record_fast(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> tuple[An
     (no verified file, empty index, entries not in append order, or the eval set changed).
     The result is byte-identical to the slow path (tests assert it).
     """
-    data = read_metadata_bytes(paths)
-    if data is None or not is_verified(paths, data):
+    found = read_metadata(paths)
+    if found is None or not is_verified(paths, *found):
         return None
+    data = found[0]
     start = data.find(_ARRAY_OPEN)
     end = data.find(_ARRAY_CLOSE, start)
     if start < 0 or end < 0:

@@ -11,19 +11,20 @@ from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import parse_json, sha256_file
 from nanecho_core.index import pick_best, pick_latest
-from nanecho_core.store import RunPaths, is_verified, read_metadata_bytes
+from nanecho_core.store import RunPaths, is_verified, read_metadata
 
 
 def run_problems(paths: RunPaths, *, check_hashes: bool = True) -> tuple[list[str], int]:
     """(problems, number of entries checked). An empty list means the run is consistent."""
-    data = read_metadata_bytes(paths)
-    if data is None:
+    found = read_metadata(paths)
+    if found is None:
         raise NanechoError("metadata index not found", paths.metadata)
+    data, file_info = found
     try:
         doc = parse_json(data.decode("utf-8"), paths.metadata)
     except UnicodeDecodeError as exc:
         raise NanechoError("not UTF-8 text", paths.metadata) from exc
-    if not is_verified(paths, data) and not fastschema.is_valid(doc, "metadata"):
+    if not is_verified(paths, data, file_info) and not fastschema.is_valid(doc, "metadata"):
         from nanecho_core import schema  # precise messages, only when something is wrong
 
         return [f"schema {p}" for p in schema.problems(doc, "metadata")], 0

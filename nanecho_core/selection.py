@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
@@ -29,8 +28,7 @@ LATER_FRACTION = 0.25
 TIER_ORDER = {"cache": 0, "artifact": 1}
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a NamedTuple: 10,000 of them are built per selection
     entry: dict[str, Any]
     tier: str  # "cache" or "artifact"
     base: Path  # the directory the file must stay inside (run dir or artifact dir)

@@ -123,18 +123,19 @@ def empty_index(run: str) -> dict[str, Any]:
 
 def load_metadata(paths: RunPaths, *, missing_ok: bool = True) -> dict[str, Any]:
     """The validated index; an empty one when the file does not exist yet (and missing_ok)."""
-    data = read_metadata_bytes(paths)
-    if data is None:
+    found = read_metadata(paths)
+    if found is None:
         if missing_ok:
             return empty_index(paths.name)
         raise NanechoError("metadata index not found", paths.metadata)
-    return parse_metadata(paths, data)
+    return parse_metadata(paths, *found)
 
 
-def read_metadata_bytes(paths: RunPaths) -> bytes | None:
-    """The raw bytes of metadata.json, or None when it does not exist."""
+def read_metadata(paths: RunPaths) -> tuple[bytes, os.stat_result] | None:
+    """The raw bytes of metadata.json and the stat of the very file they came from (None: absent)."""
     try:
-        return paths.metadata.read_bytes()
+        with open(paths.metadata, "rb") as handle:
+            return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError:
         return None
     except IsADirectoryError as exc:
@@ -143,40 +144,58 @@ def read_metadata_bytes(paths: RunPaths) -> bytes | None:
         raise NanechoError(f"cannot read: {exc.strerror or exc}", paths.metadata) from exc
 
 
-def parse_metadata(paths: RunPaths, data: bytes) -> dict[str, Any]:
+def read_metadata_bytes(paths: RunPaths) -> bytes | None:
+    found = read_metadata(paths)
+    return None if found is None else found[0]
+
+
+def parse_metadata(paths: RunPaths, data: bytes, info: os.stat_result | None = None) -> dict[str, Any]:
     """Parse metadata bytes; validation is skipped only when the bytes are the ones last verified."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NanechoError("not UTF-8 text", paths.metadata) from exc
     doc = parse_json(text, paths.metadata)
-    if not is_verified(paths, data):
+    if not is_verified(paths, data, info):
         fastschema.validate(doc, "metadata", paths.metadata)
-        _try_stamp(paths, data)
+        if info is not None:
+            _try_stamp(paths, data, info)
     return dict(doc)
 
 
-def _try_stamp(paths: RunPaths, data: bytes) -> None:
+def _try_stamp(paths: RunPaths, data: bytes, info: os.stat_result) -> None:
     """Remember that these bytes passed validation (a fresh CI checkout validates once, not per tool).
 
     Sound under races: the stamp names exact bytes, so a stale stamp only costs a re-validation.
     """
     with contextlib.suppress(NanechoError):  # read-only checkout: validation happens again next time
-        atomic_write_bytes(paths.verified, (_stamp(data) + "\n").encode("ascii"))
+        atomic_write_bytes(paths.verified, _stamp(data, info))
 
 
-def is_verified(paths: RunPaths, data: bytes) -> bool:
-    """True when `data` is byte-identical to the metadata last written (validated) by a writer."""
+def is_verified(paths: RunPaths, data: bytes, info: os.stat_result | None = None) -> bool:
+    """True when `data` is byte-identical to metadata bytes that passed validation.
+
+    With `info` (the fstat of the file `data` was read from), an unchanged (inode, size, mtime_ns)
+    proves it without hashing 13 MB; otherwise the sha256 decides.
+    """
     try:
-        stamp = paths.verified.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        digest, schema_digest, file_key = paths.verified.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return stamp == _stamp(data)
+    if schema_digest != fastschema.schema_digest("metadata"):
+        return False
+    if info is not None and file_key == _file_key(info) and info.st_size == len(data):
+        return True
+    return digest == sha256_bytes(data)
 
 
-def _stamp(data: bytes) -> str:
+def _file_key(info: os.stat_result) -> str:
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _stamp(data: bytes, info: os.stat_result) -> bytes:
     # The schema's own digest is part of the stamp: a changed schema re-validates old bytes.
-    return f"{sha256_bytes(data)} {fastschema.schema_digest('metadata')}"
+    return f"{sha256_bytes(data)} {fastschema.schema_digest('metadata')} {_file_key(info)}\n".encode("ascii")
 
 
 def save_metadata(paths: RunPaths, doc: dict[str, Any]) -> None:
@@ -189,7 +208,7 @@ def write_verified_metadata(paths: RunPaths, data: bytes) -> None:
     """Write metadata bytes the caller has validated, and stamp them as verified."""
     paths.verified.unlink(missing_ok=True)  # a crash between the two writes must not trust stale bytes
     atomic_write_bytes(paths.metadata, data)
-    atomic_write_bytes(paths.verified, (_stamp(data) + "\n").encode("ascii"))
+    atomic_write_bytes(paths.verified, _stamp(data, os.stat(paths.metadata)))
 
 
 def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
