@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from nanecho_core.checkpoint import capture_rng, restore_rng
 from nanecho_core.data import BatchCursor, Splits, eval_batches
 from nanecho_core.errors import NanechoError
 from nanecho_core.model import GPT, GPTConfig
+from nanecho_core.pacing import Estimates, Progress
 from nanecho_core.schedule import learning_rate
 from nanecho_core.signals import StopRequest
 
@@ -282,13 +282,13 @@ class Trainer:
         log_interval = int(self.train_cfg["log_interval"])
         outcome = SessionOutcome(start_iteration, start_iteration, "budget_iters")
         self.model.train()
-        timer = _Estimates(self._first_save_estimate(), len(self.eval_set))
+        timer = Estimates(self._first_save_estimate(), len(self.eval_set))
         last_saved = start_iteration
         last_eval = start_iteration if self.last_val_loss is not None else None
         if self.iteration == 0 and self.last_val_loss is None:
             self._scheduled_eval(outcome, timer, save=None)
             last_eval = 0
-        progress = _Progress(start_iteration, target)
+        progress = Progress(start_iteration, target)
         window_start, window_iters = self.clock(), 0
         with progress:
             while self.iteration < target:
@@ -354,7 +354,7 @@ class Trainer:
         return improved
 
     def _scheduled_eval(
-        self, outcome: SessionOutcome, timer: _Estimates, save: Callable[[Trainer], None] | None
+        self, outcome: SessionOutcome, timer: Estimates, save: Callable[[Trainer], None] | None
     ) -> bool:
         t0 = self.clock()
         val = self.evaluate()
@@ -370,9 +370,7 @@ class Trainer:
             return True
         return False
 
-    def _timed_save(
-        self, save: Callable[[Trainer], None], timer: _Estimates, outcome: SessionOutcome
-    ) -> None:
+    def _timed_save(self, save: Callable[[Trainer], None], timer: Estimates, outcome: SessionOutcome) -> None:
         t0 = self.clock()
         save(self)
         timer.save = self.clock() - t0
@@ -385,72 +383,6 @@ class Trainer:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-class _Estimates:
-    """Running estimates of iteration, eval and save time for the wall-time budget.
-
-    Before anything is measured, one estimate is derived from the other (a training iteration costs
-    about three forward passes of a batch); with neither, a pessimistic default.
-    """
-
-    def __init__(self, save_estimate: float, eval_batches: int) -> None:
-        self.measured_iteration: float | None = None
-        self.measured_eval: float | None = None
-        self.save = save_estimate
-        self.eval_batches = max(1, eval_batches)
-
-    @property
-    def iteration(self) -> float:
-        if self.measured_iteration is not None:
-            return self.measured_iteration
-        if self.measured_eval is not None:
-            return 3.0 * self.measured_eval / self.eval_batches
-        return 0.5
-
-    @property
-    def eval(self) -> float:
-        if self.measured_eval is not None:
-            return self.measured_eval
-        if self.measured_iteration is not None:
-            return self.measured_iteration * self.eval_batches / 3.0
-        return 1.0
-
-    @eval.setter
-    def eval(self, seconds: float) -> None:
-        self.measured_eval = seconds
-
-    def observe_iteration(self, seconds: float) -> None:
-        # Recent-weighted, but never below the latest: a slow iteration predicts slow ones.
-        last = self.measured_iteration
-        self.measured_iteration = seconds if last is None else max(seconds, 0.8 * last + 0.2 * seconds)
-
-
-class _Progress:
-    """A rich progress bar on a terminal, nothing otherwise (log lines carry the same facts)."""
-
-    def __init__(self, start: int, target: int) -> None:
-        self.enabled = sys.stderr.isatty() and target > start
-        self.start, self.target = start, target
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import Progress
-
-            self._bar = Progress(transient=True)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("training", total=self.target - self.start)
-        return self
-
-    def update(self, iteration: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=iteration - self.start)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
 
 
 def check_finite(value: float, what: str) -> float:

@@ -1,0 +1,131 @@
+"""Training throughput of train-step's engine vs nanoGPT, side by side, on nanoGPT's CPU config.
+
+    .venv/bin/python benchmarks/train_speed.py [ITERS]
+
+Prints tokens/s, ms/iter and MFU (model FLOP/s over the machine's measured fp32 GEMM peak) for
+NanEcho's Trainer and, when /work/shared/bench/nanogpt_speed.py exists, for nanoGPT's own
+train.py in the same run (ours, nanoGPT, ours again: these machines are noisy). The per-session
+overhead (imports, data load, model/optimizer build, eval, checkpoint save) is reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NANOGPT_BENCH = Path("/work/shared/bench/nanogpt_speed.py")
+SKIP = 10  # warm-up iterations excluded from the median (as nanogpt_speed.py does)
+
+
+def gemm_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def import_seconds() -> float:
+    code = "import time; t=time.perf_counter(); import nanecho_core.trainer; print(time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out)
+
+
+def ours(iters: int, threads: int | None = None) -> dict[str, float]:
+    import torch
+
+    from nanecho_core.checkpoint import save_checkpoint
+    from nanecho_core.data import load_splits
+    from nanecho_core.presets import resolve_config
+    from nanecho_core.trainer import Trainer
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = resolve_config("ci")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        splits = load_splits(None, Path(tmp) / "cache", 0.1, config["model"]["block_size"])
+        t1 = time.perf_counter()
+        trainer = Trainer(config, splits, "cpu")
+        t2 = time.perf_counter()
+        times = []
+        for _ in range(iters):
+            s = time.perf_counter()
+            trainer.train_one_iteration()
+            times.append(time.perf_counter() - s)
+        t3 = time.perf_counter()
+        trainer.evaluate()
+        t4 = time.perf_counter()
+        state = {"format": "nanecho-checkpoint/1", "id": "x", "config": config, "fingerprints": {}}
+        state.update(trainer.training_state())
+        save_checkpoint(state, Path(tmp) / "x.pt")
+        t5 = time.perf_counter()
+    median = statistics.median(times[SKIP:])
+    flops = trainer.raw_model.estimate_flops_per_token() * trainer.tokens_per_iter / median
+    return {
+        "ms_per_iter": median * 1000,
+        "tokens_per_s": trainer.tokens_per_iter / median,
+        "model_flops_per_s": flops,
+        "data_load_s": t1 - t0,
+        "build_s": t2 - t1,
+        "eval_s": t4 - t3,
+        "save_s": t5 - t4,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def nanogpt(iters: int) -> dict[str, float] | None:
+    if not NANOGPT_BENCH.exists():
+        print(f"nanoGPT: skipped ({NANOGPT_BENCH} not found)")
+        return None
+    out = subprocess.run([sys.executable, str(NANOGPT_BENCH), str(iters)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"nanoGPT: failed ({out.stderr.strip().splitlines()[-1:]})")
+        return None
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    iters = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+    import torch
+
+    peak = gemm_peak_flops()
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"fp32 GEMM peak (2048^3 matmul): {peak / 1e9:.1f} GFLOP/s")
+    print(f"imports (nanecho_core.trainer, torch): {import_seconds():.2f} s")
+    first = ours(iters)
+    ref = nanogpt(iters)
+    second = ours(iters)
+    best = max(first, second, key=lambda r: r["tokens_per_s"])
+    for label, r in (("nanecho run 1", first), ("nanecho run 2", second)):
+        print(
+            f"{label}: {r['ms_per_iter']:.2f} ms/iter, {r['tokens_per_s']:.0f} tokens/s, "
+            f"MFU {r['model_flops_per_s'] / peak:.1%} (threads {r['threads']})"
+        )
+    print(
+        f"per-session overhead: data load {best['data_load_s']:.2f} s, model+optimizer build "
+        f"{best['build_s']:.2f} s, eval {best['eval_s']:.2f} s, checkpoint save {best['save_s']:.3f} s"
+    )
+    if ref is not None:
+        ratio = statistics.mean([first["tokens_per_s"], second["tokens_per_s"]]) / ref["tokens_per_s"]
+        print(f"nanoGPT: {ref['ms_per_iter']:.2f} ms/iter, {ref['tokens_per_s']:.0f} tokens/s")
+        print(f"ratio nanecho/nanoGPT tokens/s (mean of our two runs): {ratio:.2f}x")
+    cores = os.cpu_count() or 1
+    if cores != torch.get_num_threads():
+        alt = ours(iters, threads=cores)
+        print(f"with torch.set_num_threads({cores}): {alt['tokens_per_s']:.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
