@@ -21,9 +21,9 @@ from nanecho_core.summary import (
     collect,
     progress_path,
     render_outputs,
-    summary_document,
     write_outputs,
 )
+from nanecho_core.summary_doc import summary_document
 
 log = logging.getLogger(__name__)
 

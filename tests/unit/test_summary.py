@@ -18,8 +18,8 @@ from nanecho_core.summary import (
     build_run,
     downsample,
     regenerate,
-    summary_document,
 )
+from nanecho_core.summary_doc import summary_document
 from tests.summary_support import CI, make_entry, session, three_session_run, write_run
 
 
