@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,40 @@ def test_two_unpushed_commits_go_through_git_rebase_with_the_real_merge_drivers(
     assert sorted(e["session_id"] for e in index["checkpoints"]) == sorted(expected)
     assert git(remote, "rev-list", "--merges", "--count", "main") == "0"
     assert git(remote, "rev-list", "--count", "main") == "4"
+
+
+def test_a_ref_lock_left_in_a_local_remote_by_a_killed_push_is_cleared(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    remote = make_remote(tmp_path)
+    work = clone(remote, tmp_path / "work")
+    stale = remote / "refs/heads/main.lock"
+    stale.write_text("0" * 40 + "\n")
+    os.utime(stale, (time.time() - 60, time.time() - 60))  # a receive-pack killed a minute ago
+    session(work, 1, 1)
+    out = tmp_path / "commit-result.json"
+
+    proc = progress_commit(work, env, "--push", "--out", str(out))
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["attempts"] == 2
+    assert not stale.exists()
+    assert remote_session_ids(remote) == [step_doc(1, 1)["session_id"]]
+
+
+def test_a_fresh_ref_lock_in_the_remote_is_never_touched(tmp_path: Path, env: dict[str, str]) -> None:
+    remote = make_remote(tmp_path)
+    work = clone(remote, tmp_path / "work")
+    held = remote / "refs/heads/main.lock"
+    held.write_text("")
+    os.utime(held, (time.time() + 3600, time.time() + 3600))  # always "just taken" by a live update
+    session(work, 1, 1)
+    out = tmp_path / "commit-result.json"
+
+    proc = progress_commit(work, env, "--push", "--retries", "1", "--out", str(out))
+
+    assert proc.returncode == 2
+    assert held.exists()
+    assert json.loads(out.read_text())["reason"].startswith(
+        "diverged beyond repair: still rejected after 2 attempts"
+    )
