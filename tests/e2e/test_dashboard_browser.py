@@ -5,6 +5,8 @@ Skipped with a reason where chromium is absent; CI installs it (`apt-get install
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import struct
@@ -148,3 +150,39 @@ def test_the_console_check_would_catch_a_page_error(tmp_path: Path) -> None:
     )
     dom = chromium(page, tmp_path / "profile", "--dump-dom")
     assert any("missing is not defined" in line for line in console_lines(dom.stderr))
+
+
+MERMAID_JS = os.environ.get("NANECHO_MERMAID_JS", "")  # e.g. node_modules/mermaid/dist/mermaid.min.js
+
+
+@needs_chromium
+@pytest.mark.skipif(
+    not Path(MERMAID_JS).is_file(),
+    reason="set NANECHO_MERMAID_JS to mermaid.min.js (npm install mermaid@11) to render the Markdown charts",
+)
+def test_every_mermaid_chart_parses_and_renders_with_real_mermaid(tmp_path: Path) -> None:
+    """PROGRESS.md's and the legacy history's xychart-beta blocks, rendered by Mermaid itself."""
+    dashboard(tmp_path)  # builds the two runs and PROGRESS.md under tmp_path/repo
+    legacy = CliRunner().invoke(app, ["--legacy-history", str(FIXTURE), "--format", "md"]).stdout
+    progress = (tmp_path / "repo" / ".training-progress" / "PROGRESS.md").read_text()
+    blocks = re.findall(r"```mermaid\n(.*?)```", progress + legacy, re.S)
+    assert len(blocks) == 2 * 2 + 1
+    page = tmp_path / "mermaid.html"
+    page.write_text(
+        "<!DOCTYPE html><html><body>"
+        f'<script src="{Path(MERMAID_JS).resolve().as_uri()}"></script><script>'
+        f"const blocks = {json.dumps(blocks)};"
+        "mermaid.initialize({startOnLoad: false});"
+        "(async () => { const out = [];"
+        " for (let i = 0; i < blocks.length; i++) {"
+        "  try { const r = await mermaid.render('m' + i, blocks[i]);"
+        "   out.push((r.svg.match(/<path/g) || []).length > 0 ? 'ok' : 'empty'); }"
+        "  catch (e) { out.push('error: ' + e.message); } }"
+        " document.body.setAttribute('data-result', out.join('|')); })();"
+        "</script></body></html>"
+    )
+    dom = chromium(page, tmp_path / "profile", "--allow-file-access-from-files", "--virtual-time-budget=20000",
+                   "--dump-dom")  # fmt: skip
+    result = re.search(r'data-result="([^"]*)"', dom.stdout)
+    assert result is not None, dom.stderr[-2000:]
+    assert result.group(1).split("|") == ["ok"] * len(blocks)
