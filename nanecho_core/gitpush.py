@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanecho_core import gitrecover, gitreplay
+from nanecho_core.errors import NanechoError
 from nanecho_core.gitops import Git, GitResult
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,10 @@ def push_with_retries(
         if not pushed.ok and "lock" in pushed.output.lower():
             gitrecover.recover_local_remote(git, remote)  # a push killed mid-update can leave one behind
         if kind == RACE:
-            failure = integrate(git, remote, branch)
+            try:
+                failure = integrate(git, remote, branch)
+            except NanechoError as exc:  # a git step failed outright: keep the commit, report, retry
+                failure = (DIVERGED, exc.message)
             if failure is not None:
                 kind, detail = failure
                 history.append(f"attempt {attempts}: integrate: {kind}: {detail}")
