@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_FILE = "PROGRESS.md"
 SUMMARY_SCHEMA_VERSION = 1  # schemas/summary.schema.json
-RECENT_SESSIONS = 20  # rows in tables and in the JSON's `recent`
+RECENT_SESSIONS = 20  # rows in the sessions tables
 TREND_WINDOW = 5  # sessions the trend looks back over
 CURVE_POINTS = 32  # points of the best-loss-over-tokens curve kept in the JSON
 FLAGGED_KEPT = 50  # newest flagged sessions listed in the JSON (counts cover all)
@@ -239,6 +239,23 @@ def downsample(points: Sequence[Any], limit: int) -> list[Any]:
         return [points[-1]]
     step = (len(points) - 1) / (limit - 1)
     return [points[round(i * step)] for i in range(limit)]
+
+
+def stable_sample(points: Sequence[Any], limit: int) -> list[Any]:
+    """At most `limit` items: every stride-th (stride a power of two) plus the last.
+
+    Unlike `downsample`, the picks do not move when an item is appended (until the stride doubles),
+    so a committed file that shows the sample changes by a line per session, not all its lines.
+    """
+    if len(points) <= limit:
+        return list(points)
+    stride = 1
+    while (len(points) - 2) // stride + 2 > limit:
+        stride *= 2
+    picked = list(points[::stride])
+    if (len(points) - 1) % stride:
+        picked.append(points[-1])
+    return picked
 
 
 def build_run(paths: RunPaths) -> RunView:

@@ -13,7 +13,6 @@ from nanecho_core.store import RunPaths
 from nanecho_core.summary import (
     CURVE_POINTS,
     FLAGGED_KEPT,
-    RECENT_SESSIONS,
     RESUME_SOURCES,
     STOP_REASONS,
     SUMMARY_SCHEMA_VERSION,
@@ -21,36 +20,14 @@ from nanecho_core.summary import (
     TREND_WINDOW,
     RunView,
     SessionRow,
-    downsample,
     parse_timestamp,
     session_best,
+    stable_sample,
 )
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def session_row_doc(row: SessionRow) -> dict[str, Any]:
-    rec = row.record
-    return {
-        "index": row.index,
-        "session_id": row.session_id,
-        "started_at": rec["started_at"],
-        "preset": rec["preset"],
-        "trigger": rec["trigger"],
-        "resume_source": rec["resume_source"],
-        "resumed_from": rec["resumed_from"],
-        "start_iteration": rec["start_iteration"],
-        "end_iteration": rec["end_iteration"],
-        "start_val_loss": rec["start_val_loss"],
-        "end_val_loss": rec["end_val_loss"],
-        "tokens": row.tokens,
-        "tokens_per_s": _round(rec["tokens_per_s"], 1),
-        "wall_s": _round(rec["wall_s"]),
-        "stop_reason": rec["stop_reason"],
-        "flags": list(row.flags),
-    }
 
 
 def _flag_doc(row: SessionRow) -> dict[str, Any]:
@@ -155,8 +132,7 @@ def run_summary(
         "resume_sources": {s: sum(1 for r in rows if r.record["resume_source"] == s) for s in RESUME_SOURCES},
         "stop_reasons": {s: sum(1 for r in rows if r.record["stop_reason"] == s) for s in STOP_REASONS},
         "checkpoints": {"indexed": len(index["checkpoints"]), **statuses},
-        "recent": [session_row_doc(r) for r in rows[-RECENT_SESSIONS:]],
-        "curve": [[round(x), v] for x, v in downsample(curve, CURVE_POINTS)],
+        "curve": [[round(x), v] for x, v in stable_sample(curve, CURVE_POINTS)],
     }
 
 

@@ -6,6 +6,7 @@ does not render (GitHub mobile, plain `cat`, other forges).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from nanecho_core.summary import (
     WORSE_CHECKPOINT,
     RunView,
     SessionRow,
-    downsample,
+    stable_sample,
 )
 
 README_START = "<!-- nanecho:progress:start -->"
@@ -27,7 +28,7 @@ README_END = "<!-- nanecho:progress:end -->"
 # Mermaid's default xychart palette draws the first line almost white; name the colours.
 MERMAID_PALETTE = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "#9aa0a6, #1f77b4"}}}}%%\n'
 MERMAID_ONE_LINE = MERMAID_PALETTE.replace("#9aa0a6, ", "")
-CHART_SAMPLES = 24  # points of the best-over-tokens chart
+CHART_SAMPLES = 24  # at most this many grid points in the best-over-tokens chart
 TABLE_POINTS = 16  # rows of the table beside it (new bests, downsampled)
 
 
@@ -118,18 +119,30 @@ def sessions_chart(rows: Sequence[SessionRow], title: str) -> str:
     )
 
 
-def sample_best(
-    curve: Sequence[tuple[float, float]], samples: int, end: float = 0.0
-) -> list[tuple[float, float]]:
-    """The best-so-far step function sampled at evenly spaced token positions up to `end`."""
+def nice_step(span: float, max_points: int) -> float:
+    """The smallest 1-2-5 × 10^k step that covers `span` in at most `max_points` points."""
+    raw = span / (max_points - 1)
+    exponent = 10 ** math.floor(math.log10(raw))
+    return next(m * exponent for m in (1, 2, 5, 10) if m * exponent >= raw)
+
+
+def grid_best(curve: Sequence[tuple[float, float]], end: float, max_points: int) -> list[tuple[float, float]]:
+    """Best val loss so far at 0, step, 2·step, … up to the first grid point at or past `end`.
+
+    A fixed grid, not points spread over the current range: as sessions add tokens, earlier samples
+    keep their positions and values, so PROGRESS.md grows by a number per session instead of
+    rewriting the whole line. Before the first evaluation the first value is used (the line starts
+    flat); the last grid point carries the latest best.
+    """
     if not curve:
         return []
-    x0, x1 = curve[0][0], max(curve[-1][0], end)
-    if samples < 2 or x1 <= x0:
-        return [curve[-1]]
+    total = max(curve[-1][0], end)
+    if total <= 0:
+        return [(0.0, curve[-1][1])]
+    step = nice_step(total, max_points)
     out, j = [], 0
-    for i in range(samples):
-        x = x0 + (x1 - x0) * i / (samples - 1)
+    for k in range(math.ceil(total / step - 1e-9) + 1):
+        x = k * step
         while j + 1 < len(curve) and curve[j + 1][0] <= x:
             j += 1
         out.append((x, curve[j][1]))
@@ -146,7 +159,7 @@ def _token_scale(maximum: float) -> tuple[float, str]:
 def best_chart(view: RunView) -> str:
     """Mermaid + table: best val loss over cumulative tokens trained (all sessions, sampled)."""
     curve = view.curve
-    points = sample_best(curve, CHART_SAMPLES, view.summary["tokens_trained"])
+    points = grid_best(curve, view.summary["tokens_trained"], CHART_SAMPLES)
     if not points:
         return "_No evaluations yet._\n"
     scale, suffix = _token_scale(points[-1][0])
@@ -161,7 +174,7 @@ def best_chart(view: RunView) -> str:
         f"    line [{', '.join(mermaid_number(p[1]) for p in points)}]\n"
         "```\n"
     )
-    improvements = downsample(curve, TABLE_POINTS)
+    improvements = stable_sample(curve, TABLE_POINTS)
     table = md_table(
         ["tokens trained", "new best val loss"], [[fmt_count(x), fmt_loss(v)] for x, v in improvements]
     )

@@ -12,7 +12,9 @@ from nanecho_core.summary_md import (
     README_END,
     README_START,
     comparison_table,
+    grid_best,
     mermaid_number,
+    nice_step,
     progress_markdown,
     replace_readme_block,
     run_section,
@@ -42,11 +44,22 @@ def test_run_section_has_a_val_loss_chart_with_the_sessions_table_beside_it(tmp_
     assert "resets: 1, regressions: 0." in section
 
 
-def test_best_chart_spans_all_tokens_trained_and_lists_each_new_best(tmp_path: Path) -> None:
+def test_best_chart_samples_a_fixed_token_grid_and_lists_each_new_best(tmp_path: Path) -> None:
     section = run_section(build_run(three_session_run(tmp_path)))
-    assert '    x-axis "tokens trained (k)" 76.8 --> 230.4\n' in section
-    assert "    line [" + ", ".join(["2.5"] * 12 + ["2"] * 12) + "]\n" in section
+    # 230.4k tokens in at most 24 points: a 20k grid, 0 … 240k; new bests at 76.8k (2.5) and 153.6k (2)
+    assert '    x-axis "tokens trained (k)" 0 --> 240\n' in section
+    assert "    line [" + ", ".join(["2.5"] * 8 + ["2"] * 5) + "]\n" in section
     assert "| tokens trained | new best val loss |\n| --- | --- |\n| 76.8k | 2.5 |\n| 154k | 2 |\n" in section
+
+
+def test_grid_samples_keep_their_values_as_the_run_grows() -> None:
+    curve = [(0.0, 5.0), (1000.0, 4.0), (5000.0, 3.0)]
+    before = grid_best(curve, 9000.0, 24)
+    after = grid_best([*curve, (11000.0, 2.5)], 11000.0, 24)
+    assert [x for x, _ in before] == [i * 500.0 for i in range(19)]
+    assert after[: len(before) - 1] == before[:-1]  # only the newest point is new
+    assert after[-1] == (11000.0, 2.5)
+    assert nice_step(230400, 24) == 20000 and nice_step(99, 24) == 5
 
 
 def test_sessions_table_shows_only_the_last_twenty(tmp_path: Path) -> None:
