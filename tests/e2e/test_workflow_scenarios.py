@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github/workflows/netrain-cached.yml"
 RUN = "nanecho-cached-ci"
 RUN_DIR = f".training-progress/{RUN}"
-# Repository variables the workflow honours: a tiny model and 20 iterations a session keep it fast.
-VARIABLES = {"NANECHO_CONFIG": "tests/e2e/replay_tiny_config.json", "NANECHO_ITERS": "20"}
+ITERS = 10  # per session; the tiny model evaluates and saves every 10 iterations
+# Repository variables the workflow honours: a tiny model and few iterations a session keep it fast.
+VARIABLES = {"NANECHO_CONFIG": "tests/e2e/replay_tiny_config.json", "NANECHO_ITERS": str(ITERS)}
 
 
 def git(remote: Path, *args: str) -> str:
@@ -95,8 +96,8 @@ def test_three_consecutive_runs_each_start_lower_and_commit_their_figures(two_ru
     assert [s["resume_source"] for s in sessions] == ["fresh", "cache", "cache"]
     starts = [s["start_val_loss"] for s in sessions]
     assert starts[0] > starts[1] > starts[2], starts
-    assert [s["start_iteration"] for s in sessions] == [0, 20, 40]
-    assert sessions[1]["resumed_from"] == f"ckpt-{sessions[0]['session_id']}-{20:08d}"
+    assert [s["start_iteration"] for s in sessions] == [0, ITERS, 2 * ITERS]
+    assert sessions[1]["resumed_from"] == f"ckpt-{sessions[0]['session_id']}-{ITERS:08d}"
 
     commits = nanecho_commits(replay.remote)
     assert len(commits) == 3
@@ -120,8 +121,8 @@ def test_cache_evicted_resumes_from_the_artifact_tier(two_runs, tmp_path):
     previous = remote_sessions(replay.remote)[1]
     session = remote_sessions(replay.remote)[-1]
     assert session["resume_source"] == "artifact"
-    assert session["resumed_from"] == f"ckpt-{previous['session_id']}-{40:08d}"
-    assert session["start_iteration"] == 40
+    assert session["resumed_from"] == f"ckpt-{previous['session_id']}-{2 * ITERS:08d}"
+    assert session["start_iteration"] == 2 * ITERS
     # The session refilled the cache, so the next run is back on the fast tier.
     assert [e["key"] for e in replay.cache.entries()] == [f"nanecho/{RUN}/{result.run_id}-1"]
 
@@ -195,7 +196,7 @@ def test_pull_request_run_trains_and_summarizes_but_pushes_nothing(two_runs, tmp
     result = replay.run("pull_request", pr_head="feature")
     assert_success(result)
     assert result.jobs == {"train": "success", "commit": "skipped"}
-    assert result.step("train", "train").outputs["end_iteration"] == "60"
+    assert result.step("train", "train").outputs["end_iteration"] == str(3 * ITERS)
     assert "### Latest session" in result.summaries["train"]
     assert git(replay.remote, "for-each-ref", "refs/heads") == branches
     # No weights from a pull request for trusted runs to resume from; its cache stays in its own scope.
@@ -228,11 +229,11 @@ def test_run_killed_mid_training_keeps_its_checkpoints_in_the_cache_and_the_next
     killed_ckpts = sorted(n[:-5] for n in names if n[5:-14] not in known)
     assert killed_ckpts, names
     last_saved = max(killed_ckpts, key=lambda name: int(name[-8:]))
-    assert int(last_saved[-8:]) > 40
+    assert int(last_saved[-8:]) > 2 * ITERS
 
     after = replay.run("push")
     assert_success(after)
     session = remote_sessions(replay.remote)[-1]
     assert session["resume_source"] == "cache"
     assert session["resumed_from"] in killed_ckpts
-    assert session["start_iteration"] > 40
+    assert session["start_iteration"] > 2 * ITERS
