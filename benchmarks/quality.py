@@ -1,6 +1,6 @@
 """Quality on tinyshakespeare: 2000 iterations of nanoGPT's CPU config, one session vs 4 resumed.
 
-    .venv/bin/python benchmarks/quality.py [TOTAL] [SESSIONS]
+    .venv/bin/python benchmarks/quality.py [TOTAL] [SESSIONS] [DEVICE]
 
 Runs train-step's core (the same code path as the CLI, in-process) on the bundled corpus with the
 `ci` preset's model (4 layers, 4 heads, 128 dims, block 64, batch 12, dropout 0,
@@ -41,16 +41,18 @@ def selection(entry: dict, resume_path: str) -> dict:
 def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     sessions = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     import torch
 
     from nanecho_core.checkpoint import load_checkpoint
 
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "one").mkdir()
         (root / "split").mkdir()
         t0 = time.monotonic()
-        one = run_train_step(TrainRequest(root=root / "one", run=Path(RUN), device="cpu", iters=total))
+        one = run_train_step(TrainRequest(root=root / "one", run=Path(RUN), device=device, iters=total))
         one_s = time.monotonic() - t0
         print(
             f"one session: {total} iterations, val_loss {one['end_val_loss']:.4f}, {one_s:.0f} s", flush=True
@@ -66,7 +68,7 @@ def main() -> None:
                 resume = split_root / f"sel{k}.json"
                 resume.write_text(json.dumps(selection(last, f"{RUN}/{last['file']}")))
             until = total * (k + 1) // sessions
-            req = TrainRequest(root=split_root, run=Path(RUN), device="cpu", resume=resume, until_iter=until)
+            req = TrainRequest(root=split_root, run=Path(RUN), device=device, resume=resume, until_iter=until)
             records.append(run_train_step(req))
             r = records[-1]
             print(

@@ -1,6 +1,6 @@
 """Training throughput of train-step's engine vs nanoGPT, side by side, on nanoGPT's CPU config.
 
-    .venv/bin/python benchmarks/train_speed.py [ITERS]
+    .venv/bin/python benchmarks/train_speed.py [ITERS] [NANOGPT_BENCH]
 
 Prints tokens/s, ms/iter and MFU (model FLOP/s over the machine's measured fp32 GEMM peak) for
 NanEcho's Trainer and, when /work/shared/bench/nanogpt_speed.py exists, for nanoGPT's own
@@ -85,11 +85,11 @@ def ours(iters: int, threads: int | None = None) -> dict[str, float]:
     }
 
 
-def nanogpt(iters: int) -> dict[str, float] | None:
-    if not NANOGPT_BENCH.exists():
-        print(f"nanoGPT: skipped ({NANOGPT_BENCH} not found)")
+def nanogpt(iters: int, bench: Path) -> dict[str, float] | None:
+    if not bench.exists():
+        print(f"nanoGPT: skipped ({bench} not found)")
         return None
-    out = subprocess.run([sys.executable, str(NANOGPT_BENCH), str(iters)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(bench), str(iters)], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"nanoGPT: failed ({out.stderr.strip().splitlines()[-1:]})")
         return None
@@ -98,14 +98,16 @@ def nanogpt(iters: int) -> dict[str, float] | None:
 
 def main() -> None:
     iters = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+    bench = Path(sys.argv[2]) if len(sys.argv) > 2 else NANOGPT_BENCH
     import torch
 
     peak = gemm_peak_flops()
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cores = len(os.sched_getaffinity(0))
+    print(f"machine: {cores} usable CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"fp32 GEMM peak (2048^3 matmul): {peak / 1e9:.1f} GFLOP/s")
     print(f"imports (nanecho_core.trainer, torch): {import_seconds():.2f} s")
     first = ours(iters)
-    ref = nanogpt(iters)
+    ref = nanogpt(iters, bench)
     second = ours(iters)
     best = max(first, second, key=lambda r: r["tokens_per_s"])
     for label, r in (("nanecho run 1", first), ("nanecho run 2", second)):
@@ -121,7 +123,6 @@ def main() -> None:
         ratio = statistics.mean([first["tokens_per_s"], second["tokens_per_s"]]) / ref["tokens_per_s"]
         print(f"nanoGPT: {ref['ms_per_iter']:.2f} ms/iter, {ref['tokens_per_s']:.0f} tokens/s")
         print(f"ratio nanecho/nanoGPT tokens/s (mean of our two runs): {ratio:.2f}x")
-    cores = os.cpu_count() or 1
     if cores != torch.get_num_threads():
         alt = ours(iters, threads=cores)
         print(f"with torch.set_num_threads({cores}): {alt['tokens_per_s']:.0f} tokens/s")
