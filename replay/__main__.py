@@ -55,9 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(git("rev-parse", "--show-toplevel"))
         seed_remote(root, remote)
     timeouts = {name: float(value) for name, value in _pairs(args.timeout, "--timeout").items()}
-    echo = None if args.quiet else (lambda text: sys.stdout.write("    " + text))
+
+    def echo(text: str) -> None:
+        sys.stdout.write("    " + text)
+
     try:
-        replay = Replay(args.workflow, remote, state, variables=_pairs(args.var, "--var"), echo=echo)
+        replay = Replay(
+            args.workflow,
+            remote,
+            state,
+            variables=_pairs(args.var, "--var"),
+            echo=None if args.quiet else echo,
+        )
         ok = True
         for _ in range(args.runs):
             handle = replay.start(args.event, inputs=_pairs(args.input, "--input") or None,
