@@ -125,6 +125,8 @@ def test_artifact_tier_uploads_with_retention_and_downloads_only_on_a_cache_miss
     download = next(s for s in steps if s.get("id") == "artifact")
     assert download["if"] == "steps.cache.outputs.cache-matched-key == ''"
     assert download["with"]["name"] == best["with"]["name"]
+    assert download["with"]["branch"] == "${{ github.event.repository.default_branch }}"
+    assert download["with"]["allow_forks"] is False and download["with"]["workflow_conclusion"] == "success"
 
 
 def test_the_five_tools_each_run_in_their_own_step_in_order_and_the_push_is_last(wf):
