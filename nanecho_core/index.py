@@ -153,7 +153,7 @@ def record_session(
         added = [e for e in entries if e["id"] not in known]
         doc["checkpoints"].extend(added)
         recompute(doc)
-        if added:
+        if added or not paths.metadata.exists():  # created on the first record, even without checkpoints
             save_metadata(paths, doc)
         best = next((e for e in doc["checkpoints"] if e["id"] == doc["best_id"]), None)
         outcome = ([e["id"] for e in added], doc["best_id"], best["file"] if best else None, doc["latest_id"])

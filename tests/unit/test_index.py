@@ -165,3 +165,10 @@ def test_first_reader_of_a_fresh_checkout_stamps_the_validated_bytes(tmp_path: P
     load_metadata(paths)
     assert is_verified(paths, paths.metadata.read_bytes())
     assert record(tmp_path, session_of("20261124T010000Z-bbbbbb", 1.9, created_minute=60)).fast_path is True
+
+
+def test_first_record_without_checkpoints_creates_an_empty_index(tmp_path: Path) -> None:
+    result = record(tmp_path, make_session("20261124T000000Z-aaaaaa", checkpoints=[]))
+    assert result.added == [] and result.session_appended is True
+    doc = json.loads((tmp_path / RUN / "cache/metadata.json").read_text())
+    assert doc["checkpoints"] == [] and doc["best_id"] is None
