@@ -13,8 +13,10 @@ import hashlib
 import io
 import os
 import pickle
+import queue
 import random
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -43,26 +45,45 @@ REQUIRED_KEYS = (
 
 
 class _HashingWriter(io.RawIOBase):
-    """A write-only stream that hashes bytes as they pass to the file (no second read)."""
+    """A write-only stream that hashes bytes as they pass to the file (no second read).
+
+    Hashing runs on a helper thread (hashlib releases the GIL on large buffers), overlapping
+    torch's serialization and the file writes; chunks are hashed in order.
+    """
 
     def __init__(self, handle: Any) -> None:
         super().__init__()
         self._handle = handle
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._hash_chunks, daemon=True)
+        self._thread.start()
         self.size = 0
+
+    def _hash_chunks(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self.digest.update(view)
         self._handle.write(view)
+        self._chunks.put(bytes(view) if not isinstance(data, bytes) else data)
         self.size += len(view)
         return len(view)
 
     def flush(self) -> None:
         self._handle.flush()
+
+    def hexdigest(self) -> str:
+        self._chunks.put(None)
+        self._thread.join()
+        return self._digest.hexdigest()
+
+    def abandon(self) -> None:
+        self._chunks.put(None)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
@@ -73,7 +94,11 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             writer = _HashingWriter(handle)
-            torch.save(state, writer)  # type: ignore[arg-type]  # a write-only stream suffices
+            try:
+                torch.save(state, writer)  # type: ignore[arg-type]  # a write-only stream suffices
+            except BaseException:
+                writer.abandon()
+                raise
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -83,7 +108,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
             raise NanechoError(f"cannot write checkpoint: {exc.strerror or exc}", path) from exc
         raise
     fsync_dir(path.parent)
-    return writer.digest.hexdigest(), writer.size
+    return writer.hexdigest(), writer.size
 
 
 def write_sidecar(entry: dict[str, Any], pt_path: Path) -> Path:
@@ -157,12 +182,22 @@ def load_checkpoint(path: Path, expected_sha256: str | None) -> dict[str, Any]:
 
 
 def capture_rng() -> dict[str, Any]:
-    """Every RNG a training step can touch, in a weights_only-safe form (tensors, ints, lists)."""
+    """Every RNG a training step can touch, in a weights_only-safe form (tensors, ints, strings).
+
+    The Mersenne Twister states are int64 tensors, not lists: 1,250 pickled ints would cost the
+    pure-Python weights-only unpickler more time than all the weights.
+    """
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     rng: dict[str, Any] = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_name, [int(k) for k in np_keys], int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "python": [py_version, torch.tensor(py_state, dtype=torch.int64), py_gauss],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np.asarray(np_keys).astype(np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -172,9 +207,10 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(rng: dict[str, Any]) -> None:
     py_version, py_state, py_gauss = rng["python"]
-    random.setstate((int(py_version), tuple(int(x) for x in py_state), py_gauss))
+    random.setstate((int(py_version), tuple(int(x) for x in torch.as_tensor(py_state).tolist()), py_gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng["numpy"]
-    np.random.set_state((np_name, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
+    keys = np.asarray(torch.as_tensor(np_keys).numpy(), dtype=np.uint32)
+    np.random.set_state((np_name, keys, np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
