@@ -267,3 +267,21 @@ def test_derived_files_are_regenerated_after_a_rebase_not_merged(work: Path, env
     assert {rel: (fresh / rel).read_text().rstrip("\n") for rel in derived} == pushed
     upstream_copy = git(work, "show", f"{doc['sha']}~1:{RUN}/training_summary.json")
     assert json.loads(pushed[f"{RUN}/training_summary.json"]) != json.loads(upstream_copy)
+
+
+def test_detached_checkout_pushes_to_the_branch_named_by_github_ref(
+    work: Path, env: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_REF", "refs/heads/main")
+    git(work, "checkout", "--quiet", "--detach")
+    _session(work, env, 1, 1)
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 0, stderr
+    assert doc is not None and doc["branch"] == "main" and git(remote, "rev-parse", "main") == doc["sha"]
+
+
+def test_json_flag_prints_the_result_document(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    code, stdout, _, doc = _commit(work, env, "--json")
+    assert code == 0
+    assert json.loads(stdout) == doc
