@@ -77,6 +77,7 @@ def test_fresh_session_writes_valid_step_json_checkpoints_sidecars_and_outputs(
     assert "iter 25/25" in result.stderr and "eval at iter 10" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_from_selection_continues_the_same_trajectory(root: Path) -> None:
     assert train(root, "--iters", "30", out="one.json").exit_code == 0
     one = step(root, "one.json")
@@ -114,6 +115,7 @@ def test_fresh_selection_starts_fresh_with_its_reason(root: Path) -> None:
     assert record["regression_allowed"] is False and record["end_iteration"] == 3
 
 
+@pytest.mark.slow
 def test_resuming_into_a_different_architecture_is_refused_but_init_from_works(root: Path) -> None:
     assert train(root, "--iters", "5").exit_code == 0
     entry = step(root)["checkpoints"][-1]

@@ -71,8 +71,8 @@ def uninterrupted(tmp_path: Path, corpus: Path) -> Run:
     "targets",
     [
         pytest.param([17, TOTAL], id="K2-mid-interval"),
-        pytest.param([7, 13, 26, TOTAL], id="K4-mid-interval"),
-        pytest.param([20, TOTAL], id="K2-at-eval-boundary"),
+        pytest.param([7, 13, 26, TOTAL], id="K4-mid-interval", marks=pytest.mark.slow),
+        pytest.param([20, TOTAL], id="K2-at-eval-boundary", marks=pytest.mark.slow),
     ],
 )
 def test_split_sessions_reproduce_the_uninterrupted_run_bit_for_bit(
@@ -88,6 +88,7 @@ def test_split_sessions_reproduce_the_uninterrupted_run_bit_for_bit(
     assert [e[0] for e in one.scheduled_evals] == [0, 10, 20, 30]
 
 
+@pytest.mark.slow
 def test_iters_means_more_iterations_from_the_resumed_point(tmp_path: Path, corpus: Path) -> None:
     run = Run(tmp_path, corpus)
     run.session(Budget(iters=12))
@@ -96,6 +97,7 @@ def test_iters_means_more_iterations_from_the_resumed_point(tmp_path: Path, corp
     assert run.latest()["iteration"] == 24
 
 
+@pytest.mark.slow
 def test_time_budget_split_stops_early_and_resumes_on_the_same_trajectory(
     tmp_path: Path, corpus: Path
 ) -> None:
@@ -114,6 +116,7 @@ def test_time_budget_split_stops_early_and_resumes_on_the_same_trajectory(
     assert split.losses == one.losses
 
 
+@pytest.mark.slow
 def test_signal_before_an_iteration_stops_saves_and_resumes_identically(tmp_path: Path, corpus: Path) -> None:
     one = uninterrupted(tmp_path, corpus)
     split = Run(tmp_path / "split", corpus)
@@ -135,6 +138,7 @@ def test_signal_before_an_iteration_stops_saves_and_resumes_identically(tmp_path
     assert split.losses == one.losses
 
 
+@pytest.mark.slow
 def test_wall_time_budget_is_not_overrun_by_more_than_one_iteration_and_a_save(
     tmp_path: Path, corpus: Path
 ) -> None:
