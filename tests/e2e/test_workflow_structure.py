@@ -213,3 +213,14 @@ def test_expression_of_the_allow_fresh_flag(wf):
     expr = select["env"]["ALLOW_FRESH"][3:-2]
     assert evaluate(expr, Context({"inputs": {"allow_fresh": True}})) == "true"
     assert evaluate(expr, Context({"inputs": {}})) == "false"
+
+
+def test_the_commit_jobs_light_install_matches_the_projects_dependencies_without_torch(wf):
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    light = {d.replace(" ", "") for d in declared if not d.startswith(("torch", "numpy"))}
+    install = next(s for s in steps_of(wf, "commit") if "--no-deps -e ." in s.get("run", ""))
+    quoted = set(re.findall(r'"([^"]+)"', install["run"])) - {"setuptools>=68"}
+    assert quoted == light
+    assert "torch" not in install["run"]
