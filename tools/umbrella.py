@@ -9,30 +9,42 @@ from nanecho_tools._cli import App, run
 
 app = App(
     help=(
-        "NanEcho: train a small language model a little at a time and never lose progress.\n\n"
-        "Each subcommand is also its own console script (ckpt-select, train-step, meta-update,\n"
-        "progress-commit, summarize). Example session:\n\n"
-        "  ckpt-select --run .training-progress/nanecho-cached-ci --out selection.json\n\n"
-        "  train-step --run .training-progress/nanecho-cached-ci --resume selection.json --out step.json"
+        "NanEcho: train a small language model a little at a time and never lose progress. "
+        "Each subcommand is also its own console script (ckpt-select, train-step, meta-update, "
+        "progress-commit, summarize).\n\n"
+        "Example: nanecho ckpt-select --run .training-progress/nanecho-cached-ci --out selection.json"
     ),
     no_args_is_help=True,
 )
-app.add_typer(ckpt_select.app, name="ckpt-select")
-app.add_typer(train_step.app, name="train-step")
-app.add_typer(meta_update.app, name="meta-update")
-app.add_typer(progress_commit.app, name="progress-commit")
-app.add_typer(summarize.app, name="summarize")
+# Single-command tools mount as plain subcommands (`nanecho ckpt-select --run …`); add_typer would
+# make them groups needing the name twice. meta-update, a group, mounts as one.
+for _name, _tool in (
+    ("ckpt-select", ckpt_select.app),
+    ("train-step", train_step.app),
+    ("progress-commit", progress_commit.app),
+    ("summarize", summarize.app),
+):
+    (_info,) = _tool.registered_commands
+    assert _info.callback is not None
+    app.command(name=_name, help=_info.help or _tool.info.help)(_info.callback)
+app.add_typer(meta_update.app, name="meta-update", help=meta_update.app.info.help)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from nanecho_core import __version__
 
         typer.echo(f"nanecho {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """NanEcho: train a small language model a little at a time and never lose progress."""
 
 
 def main() -> None:
