@@ -14,8 +14,14 @@ from nanecho_core.index import pick_best, pick_latest
 from nanecho_core.store import RunPaths, is_verified, read_metadata
 
 
-def run_problems(paths: RunPaths, *, check_hashes: bool = True) -> tuple[list[str], int]:
-    """(problems, number of entries checked). An empty list means the run is consistent."""
+def run_problems(
+    paths: RunPaths, *, check_hashes: bool = True, check_files: bool = True
+) -> tuple[list[str], int]:
+    """(problems, number of entries checked). An empty list means the run is consistent.
+
+    `check_files=False` checks the committed metadata alone (schema, containment, lineage,
+    best/latest, sessions): what a fresh clone, whose weights live in the cache, can check.
+    """
     found = read_metadata(paths)
     if found is None:
         raise NanechoError("metadata index not found", paths.metadata)
@@ -47,7 +53,7 @@ def run_problems(paths: RunPaths, *, check_hashes: bool = True) -> tuple[list[st
                 f"{where}: checkpoint file {entry['file']!r} resolves outside {paths.dir} (symlink?)"
             )
             continue
-        if entry["status"] != "ok":
+        if entry["status"] != "ok" or not check_files:
             continue
         if info is not None and stat.S_ISLNK(info.st_mode):
             info = _stat(full)

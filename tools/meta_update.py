@@ -123,6 +123,14 @@ def validate(
     run_dir: RunDir,
     root: Root = Path("."),
     no_hashes: Annotated[bool, typer.Option("--no-hashes", help="Skip sha256 of checkpoint files.")] = False,
+    metadata_only: Annotated[
+        bool,
+        typer.Option(
+            "--metadata-only",
+            help="Check only what git holds (schema, lineage, best/latest, sessions), not the weight files: "
+            "for a fresh clone whose weights live in the cache.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Check schema, files, hashes, lineage and best/latest; exit 2 listing every problem.
@@ -132,7 +140,7 @@ def validate(
     from nanecho_core.index_check import run_problems
 
     paths = _paths(root, run_dir)
-    problems, count = run_problems(paths, check_hashes=not no_hashes)
+    problems, count = run_problems(paths, check_hashes=not no_hashes, check_files=not metadata_only)
     if as_json:
         echo_json({"ok": not problems, "checked": count, "problems": problems})
     elif not problems:

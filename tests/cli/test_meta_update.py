@@ -327,3 +327,19 @@ def test_meta_update_never_imports_torch_numpy_or_jsonschema_on_the_happy_path(t
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("[]"), done.stdout
+
+
+def test_validate_metadata_only_passes_a_fresh_clone_without_weights(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.5)
+    paths = seed_run(tmp_path, [a, b])
+    for entry in (a, b):
+        (paths.dir / entry["file"]).unlink()  # a fresh clone: the weights are in the Actions cache
+    full = invoke("validate", "--root", str(tmp_path), "--run", RUN)
+    assert full.exit_code == 2 and full.stderr.count("is missing (run mark-missing)") == 2
+    light = invoke("validate", "--metadata-only", "--root", str(tmp_path), "--run", RUN)
+    assert light.exit_code == 0 and light.stdout == "ok: 2 checkpoint(s) consistent\n"
+    doc = json.loads(paths.metadata.read_text())
+    doc["best_id"] = a["id"]
+    paths.metadata.write_text(json.dumps(doc))
+    wrong = invoke("validate", "--metadata-only", "--root", str(tmp_path), "--run", RUN)
+    assert wrong.exit_code == 2 and "$.best_id" in wrong.stderr
