@@ -162,6 +162,9 @@ def _commit_and_push(
     gitops.check_run_dir(git, paths, allowed, req.max_bytes)
     git.env.update(gitops.identity_env(git, req.git_name, req.git_email))
 
+    if session is not None and not session.get("git_sha"):
+        # Outside Actions (no GITHUB_SHA) the code that trained is the commit checked out now.
+        session = {**session, "git_sha": git.head()}
     message = build_message(paths.name, session, metadata, skip_ci_marker=req.skip_ci_marker)
     staged = gitops.stage(git, allowed)
     result = CommitResult(status="nothing", subject=message.subject, files=staged, remote=remote)

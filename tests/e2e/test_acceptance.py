@@ -84,7 +84,7 @@ def test_second_session_in_a_fresh_clone_resumes_from_the_first(tmp_path: Path, 
     assert s2["start_val_loss"] <= s1["end_val_loss"]
 
     # The remote's history: the initial commit plus one commit per session, carrying the figures.
-    log = git("--git-dir", remote, "log", "--format=%s%n%b%x00", "main", cwd=tmp_path).split("\x00")
+    log = git("--git-dir", remote, "log", "--format=%s%n%b%nParent: %P%x00", "main", cwd=tmp_path).split("\x00")
     messages = [m.strip() for m in log if m.strip()]
     assert len(messages) == 3
     for session, message in zip((s2, s1), messages[:2], strict=True):
@@ -92,6 +92,8 @@ def test_second_session_in_a_fresh_clone_resumes_from_the_first(tmp_path: Path, 
         assert subject.startswith(f"nanecho(nanecho-cached-ci): session {session['session_id']} ")
         assert f"{session['start_iteration']}→{session['end_iteration']}" in subject
         assert f"{session['end_val_loss']:.3f}" in subject
+        parent = message.splitlines()[-1].removeprefix("Parent: ")
+        assert f"Code commit: {parent}" in message  # the code that trained, outside Actions too
 
     # metadata.json on the remote lists both sessions' checkpoints, with hashes that verify.
     final = tmp_path / "final"
