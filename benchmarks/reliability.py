@@ -50,6 +50,8 @@ def _campaign(job: int, runs: int, seed: int, fake: bool) -> dict[str, Any]:
             "recorded": len(campaign.recorded),
             "pushed": len(campaign.pushed),
             "saves": len(campaign.completed_saves),
+            "reached_remote": campaign.reached_remote,
+            "recovery_problems": campaign.recovery_problems,
             "baseline_s": campaign.baseline_s,
         }
     finally:
@@ -84,12 +86,19 @@ def kill_figures(runs: int, jobs: int, seed: int, fake: bool) -> tuple[list[tupl
             f"{sum(r['recorded'] for r in results)} / {sum(r['pushed'] for r in results)}",
         ),
         ("completed checkpoint saves (all verifiable)", str(sum(r["saves"] for r in results))),
+        (
+            "recorded sessions at the remote after one clean session",
+            f"{sum(r['reached_remote'] for r in results)} / {sum(r['recorded'] for r in results)}",
+        ),
         ("mode", "fake sessions (no torch)" if fake else "real train-step sessions"),
         ("kill campaign wall time", f"{time.monotonic() - start:.0f} s ({jobs} job(s))"),
     ]
     for o in invalid[:10]:
         print(f"INVALID run {o['index']} ({o['target']}/{o['mode']}): {o['problems']}", file=sys.stderr)
-    return rows, not invalid and not lost
+    stuck = [p for r in results for p in r["recovery_problems"]]
+    for problem in stuck[:10]:
+        print(f"RECOVERY: {problem}", file=sys.stderr)
+    return rows, not invalid and not lost and not stuck
 
 
 def _checker(tool: str, repo: Any, counts: dict[str, int]) -> Any:

@@ -25,6 +25,7 @@ from nanecho_core.fsio import atomic_write_json, dumps_line
 from nanecho_core.store import empty_index
 from tests.factories import make_entry, make_session, write_fake_checkpoint
 from tests.reliability.harness import (
+    NOT_STATE,
     RUN,
     RUN_NAME,
     diff_digests,
@@ -339,7 +340,7 @@ class CommitRepo:
         root = self.sc.root
         head = git(root, "rev-parse", "HEAD")
         status = git(root, "status", "--porcelain", "--untracked-files=all")
-        return tree_digest(self.sc.base, skip=(".lock", "index.lock")), head, status
+        return tree_digest(self.sc.base, skip=(*NOT_STATE, "index.lock")), head, status
 
     def close(self) -> None:
         shutil.rmtree(self.sc.base, ignore_errors=True)

@@ -229,7 +229,12 @@ def one_error_line(stderr: str) -> str | None:
     return None
 
 
-def tree_digest(base: Path, *, skip: Sequence[str] = (".lock",)) -> dict[str, str]:
+# Not state: the writers' flock file and the index's verified-bytes stamp (a cache any reader may drop
+# or write, never committed).
+NOT_STATE = (".lock", ".metadata.verified")
+
+
+def tree_digest(base: Path, *, skip: Sequence[str] = NOT_STATE) -> dict[str, str]:
     """relative path → content sha256 (files) or `-> target` (symlinks), for 'nothing changed' checks."""
     digest: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(base):

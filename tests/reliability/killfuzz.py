@@ -183,6 +183,8 @@ class KillCampaign:
         self.pushed: set[str] = set()  # sessions whose progress-commit reported a landed push
         self.completed_saves: dict[str, dict[str, Any]] = {}  # checkpoint id → entry (train-step exit 0)
         self.outcomes: list[RunOutcome] = []
+        self.recovery_problems: list[str] = []
+        self.reached_remote = 0
         self._counter = 0
 
     def _paths(self) -> tuple[Path, Path, Path]:
@@ -334,7 +336,19 @@ class KillCampaign:
                 lost_sessions=lost,
             )
             self.outcomes.append(outcome)
+        self.recover()
         return self.outcomes
+
+    def recover(self) -> None:
+        """One clean session after the campaign, as the next CI job would run: it must succeed, and
+        then every session ever recorded must be at the remote's tip (a kill left nothing stuck)."""
+        problems, _ = self.session(None)
+        local = session_ids_in(self.ws.sessions.read_text()) if self.ws.sessions.exists() else set()
+        remote = remote_sessions(self.ws)
+        self.recovery_problems = problems + [
+            f"recorded session {s} never reached the remote" for s in sorted((self.recorded | local) - remote)
+        ]
+        self.reached_remote = len((self.recorded | local) & remote)
 
 
 def fake_session(ws: Workspace, selection: dict[str, Any], out: Path, iters: int, rng: random.Random) -> None:

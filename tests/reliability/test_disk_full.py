@@ -18,6 +18,7 @@ from nanecho_core.fsio import dumps_line
 from tests.factories import make_session
 from tests.reliability.conftest import add_fake_session, write_step
 from tests.reliability.harness import (
+    NOT_STATE,
     RUN_NAME,
     Workspace,
     fsck,
@@ -43,7 +44,7 @@ def _recorded(ws: Workspace, cli, session_id: str, loss: float, start: int) -> d
 
 def _state(ws: Workspace) -> dict[str, str]:
     """The run's files (the `.metadata.verified` stamp is a cache a writer may drop, not state)."""
-    return tree_digest(ws.run_dir, skip=(".lock", ".metadata.verified"))
+    return tree_digest(ws.run_dir, skip=NOT_STATE)
 
 
 def _leftover_temp_files(ws: Workspace) -> list[str]:

@@ -33,7 +33,8 @@ def test_meta_update_and_progress_commit_killed_mid_write_lose_nothing(fake_ws: 
     ]
     assert all(o.valid for o in outcomes), _report(outcomes)
     assert not any(o.lost_sessions for o in outcomes)
-    assert campaign.pushed <= remote_sessions(fake_ws)
+    assert campaign.recovery_problems == []
+    assert campaign.recorded <= remote_sessions(fake_ws)
 
 
 @pytest.mark.slow
@@ -47,7 +48,8 @@ def test_train_step_meta_update_and_progress_commit_killed_at_random_instants_lo
     assert sum(o.killed for o in outcomes) >= 9
     assert all(o.valid for o in outcomes), _report(outcomes)
     assert not any(o.lost_sessions for o in outcomes)
-    assert campaign.recorded and campaign.pushed <= remote_sessions(ws)
+    assert campaign.recovery_problems == []
+    assert campaign.recorded and campaign.recorded <= remote_sessions(ws)
 
 
 def test_session_killed_before_record_is_adopted_by_the_next_record_without_a_lineage_hole(

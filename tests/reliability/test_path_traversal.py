@@ -11,7 +11,7 @@ import pytest
 
 from nanecho_core.fsio import atomic_write_json, sha256_file
 from tests.reliability.conftest import add_fake_session, write_step
-from tests.reliability.harness import Workspace, one_error_line, tree_digest
+from tests.reliability.harness import NOT_STATE, Workspace, one_error_line, tree_digest
 
 
 def _tool_args(tool: str, ws: Workspace, run: str) -> list[str]:
@@ -49,7 +49,7 @@ def test_run_dir_outside_the_root_is_refused_by_every_tool(
         (fake_ws.root / ".training-progress" / "escape").symlink_to(outside, target_is_directory=True)
         run = ".training-progress/escape"
     before = tree_digest(fake_ws.base / "outside")
-    repo_before = tree_digest(fake_ws.root, skip=(".lock", "index"))
+    repo_before = tree_digest(fake_ws.root, skip=(*NOT_STATE, "index"))
 
     code, _out, err = cli(_tool_args(tool, fake_ws, run))
 
@@ -62,7 +62,7 @@ def test_run_dir_outside_the_root_is_refused_by_every_tool(
     }[how]
     assert expected in err
     assert tree_digest(fake_ws.base / "outside") == before
-    assert tree_digest(fake_ws.root, skip=(".lock", "index")) == repo_before
+    assert tree_digest(fake_ws.root, skip=(*NOT_STATE, "index")) == repo_before
     assert not (fake_ws.out / f"{tool}.json").exists()
 
 
@@ -174,10 +174,10 @@ def test_bad_cli_path_is_one_error_line_before_anything_is_written(
     step = add_fake_session(fake_ws, "20261124T000000Z-aaaaaa", [2.0])
     assert cli(fake_ws.meta_args("record", str(write_step(fake_ws, step))))[0] == 0
     (fake_ws.out / "adir").mkdir()
-    before = tree_digest(fake_ws.base, skip=(".lock", "index"))
+    before = tree_digest(fake_ws.base, skip=(*NOT_STATE, "index"))
 
     code, _out, err = cli(_bad_cli_paths(fake_ws)[case])
 
     assert code == 2, err
     assert one_error_line(err) is None, err
-    assert tree_digest(fake_ws.base, skip=(".lock", "index")) == before
+    assert tree_digest(fake_ws.base, skip=(*NOT_STATE, "index")) == before
