@@ -169,8 +169,9 @@ def load_checkpoint(path: Path, expected_sha256: str | None) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-        raise NanechoError(f"checkpoint refused by the weights-only loader: {first}", path) from exc
+        raise NanechoError(
+            f"checkpoint refused by the weights-only loader: {_unpickler_reason(exc)}", path
+        ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise NanechoError(f"checkpoint is not a readable torch file: {type(exc).__name__}", path) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -179,6 +180,17 @@ def load_checkpoint(path: Path, expected_sha256: str | None) -> dict[str, Any]:
     if missing:
         raise NanechoError(f"checkpoint lacks {', '.join(missing)}", path)
     return state
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """torch's own refusal reason, without its advice to retry with weights_only=False."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [line.strip() for line in rest.splitlines() if line.strip()]
+        if lines:
+            return lines[0].rstrip(".") + " (nothing was executed)"
+    return "content other than tensors, numbers, strings and containers (nothing was executed)"
 
 
 def capture_rng() -> dict[str, Any]:

@@ -190,6 +190,24 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             None, ["--run", "../outside"], "Error: run directory '../outside' escapes", id="run-escapes-root"
         ),
         pytest.param(None, ["--iters", "-1"], "Error: --iters must be >= 0", id="negative-iters"),
+        pytest.param(
+            lambda r: (r / "sel.json").write_text("{}"),
+            ["--resume", "{root}/sel.json", "--init-from", "{root}/x.pt"],
+            "Error: --resume and --init-from are mutually exclusive",
+            id="resume-and-init-from",
+        ),
+        pytest.param(
+            None,
+            ["--init-from", "{root}/nope.pt"],
+            "Error: {root}/nope.pt: checkpoint file not found",
+            id="init-missing",
+        ),
+        pytest.param(
+            lambda r: (r / "fake.pt").write_bytes(b"not a zip"),
+            ["--init-from", "{root}/fake.pt"],
+            "Error: {root}/fake.pt: checkpoint refused by the weights-only loader: ",
+            id="init-not-a-checkpoint",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
@@ -203,6 +221,14 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
     assert result.stderr.startswith(expected.format(root=root)), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert _snapshot(root) == before
+    assert not (root / RUN).exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_a_gpu_is_a_user_error(root: Path) -> None:
+    result = train(root, "--device", "cuda", "--iters", "1")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --device cuda requested but no CUDA device is available\n"
     assert not (root / RUN).exists()
 
 
