@@ -206,11 +206,21 @@ def test_pull_request_run_trains_and_summarizes_but_pushes_nothing(two_runs, tmp
     assert_no_token_in_logs(replay, result)
 
 
+@pytest.mark.parametrize(
+    "grace",
+    [
+        pytest.param(
+            (7.5, 2.5), id="github-sigint-first"
+        ),  # the runner: SIGINT, 7.5 s, SIGTERM, 2.5 s, SIGKILL
+        pytest.param(
+            (0.0, 0.0), id="sigkill-at-once"
+        ),  # a runner that dies: no chance to save on the way out
+    ],
+)
 def test_run_killed_mid_training_keeps_its_checkpoints_in_the_cache_and_the_next_run_resumes(
-    two_runs, tmp_path
+    two_runs, tmp_path, grace
 ):
-    # grace (0, 0): the job timeout ends in SIGKILL at once, no chance to save on the way out.
-    replay = replay_from(two_runs, tmp_path, grace=(0.0, 0.0), variables={"NANECHO_ITERS": "100000"})
+    replay = replay_from(two_runs, tmp_path, grace=grace, variables={"NANECHO_ITERS": "100000"})
     killed = replay.run("push", timeouts={"train": 45.0})
     replay.variables["NANECHO_ITERS"] = VARIABLES["NANECHO_ITERS"]
     assert killed.conclusion == "cancelled"
@@ -230,6 +240,10 @@ def test_run_killed_mid_training_keeps_its_checkpoints_in_the_cache_and_the_next
     assert killed_ckpts, names
     last_saved = max(killed_ckpts, key=lambda name: int(name[-8:]))
     assert int(last_saved[-8:]) > 2 * ITERS
+    if grace[0] > 0:
+        # train-step caught SIGINT, finished its iteration and saved: that save is in the cache.
+        assert train.outputs["stop_reason"] == "signal"
+        assert Path(train.outputs["checkpoint_file"]).stem == last_saved
 
     after = replay.run("push")
     assert_success(after)
