@@ -110,12 +110,13 @@ def test_second_signal_aborts_at_once_and_previous_checkpoint_stays_valid(root: 
 
 
 def test_wall_time_budget_stops_in_time_and_saves(root: Path) -> None:
+    budget_s = 30.0  # start-up (imports, data, model) counts against it, as in CI
     started = time.monotonic()
-    record = run_to_end(root, "a.json", "--iters", "1000000", "--max-minutes", "0.25")
+    record = run_to_end(root, "a.json", "--iters", "1000000", "--max-minutes", str(budget_s / 60))
     elapsed = time.monotonic() - started
     assert record["stop_reason"] == "budget_time"
-    assert record["end_iteration"] > 10
+    assert record["end_iteration"] >= 1
     assert record["checkpoints"][-1]["iteration"] == record["end_iteration"]
-    assert record["wall_s"] <= 15.0 + 1.0
-    assert elapsed < 15.0 + 5.0  # interpreter exit after the record; generous for loaded CI machines
+    assert record["wall_s"] <= budget_s + 3.0  # at most about one iteration + one save over
+    assert elapsed < budget_s + 10.0  # interpreter start and exit around the timed part
     assert os.path.exists(root / RUN / record["checkpoints"][-1]["file"])
