@@ -28,7 +28,9 @@ def sh(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.Completed
         cmd[0] = str(BIN / cmd[0])
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(
+            f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
     return result
 
 
@@ -84,7 +86,9 @@ def test_second_session_in_a_fresh_clone_resumes_from_the_first(tmp_path: Path, 
     assert s2["start_val_loss"] <= s1["end_val_loss"]
 
     # The remote's history: the initial commit plus one commit per session, carrying the figures.
-    log = git("--git-dir", remote, "log", "--format=%s%n%b%nParent: %P%x00", "main", cwd=tmp_path).split("\x00")
+    log = git("--git-dir", remote, "log", "--format=%s%n%b%nParent: %P%x00", "main", cwd=tmp_path).split(
+        "\x00"
+    )
     messages = [m.strip() for m in log if m.strip()]
     assert len(messages) == 3
     for session, message in zip((s2, s1), messages[:2], strict=True):
