@@ -101,8 +101,17 @@ def main() -> None:
         tok_s = tokens_per_iter / (ms / 1e3)
         achieved = flops_per_token * tok_s / 1e12
 
-        print(json.dumps({"device": name, "ms_per_iter": round(ms, 2), "tokens_per_s": round(tok_s),
-                          "model_tflops": round(achieved, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "device": name,
+                    "ms_per_iter": round(ms, 2),
+                    "tokens_per_s": round(tok_s),
+                    "model_tflops": round(achieved, 1),
+                }
+            ),
+            flush=True,
+        )
         state = trainer.training_state()
         state.update({k: state.get(k) for k in REQUIRED_KEYS})
         state["format"] = FORMAT
