@@ -146,14 +146,16 @@ def record_session(
     if len(set(ids)) != len(ids):
         raise NanechoError("duplicate checkpoint ids", step_path, "$.checkpoints")
     entries = _unrecorded_ancestors(paths, entries) + entries
-    fast = _record_fast(paths, entries)
+    accepted_reset = bool(step.get("regression_allowed"))
+    fast = None if accepted_reset else _record_fast(paths, entries)
     if fast is None:
         doc = load_metadata(paths)
         known = {e["id"] for e in doc["checkpoints"]}
         added = [e for e in entries if e["id"] not in known]
         doc["checkpoints"].extend(added)
+        abandoned = abandon_other_lineages(doc, step) if accepted_reset else []
         recompute(doc)
-        if added or not paths.metadata.exists():  # created on the first record, even without checkpoints
+        if added or abandoned or not paths.metadata.exists():  # created on the first record, even empty
             save_metadata(paths, doc)
         best = next((e for e in doc["checkpoints"] if e["id"] == doc["best_id"]), None)
         outcome = ([e["id"] for e in added], doc["best_id"], best["file"] if best else None, doc["latest_id"])
@@ -173,6 +175,39 @@ def record_session(
         latest_id=latest_id,
         fast_path=fast is not None,
     )
+
+
+ABANDONED_TAG = "suspect-abandoned-at-reset"
+
+
+def abandon_other_lineages(doc: dict[str, Any], step: dict[str, Any]) -> list[str]:
+    """Tag the checkpoints a session gave up on when it accepted a reset (`--allow-fresh`).
+
+    The regression guard compares what is resumed with everything the index ever recorded. Once a
+    user accepts losing the better checkpoints, they must stop counting, or every later run would be
+    refused again until the new line of training beats the lost one. Entries outside this session's
+    lineage get a `suspect-…` tag and a note: kept for history, excluded from best and from the guard.
+    """
+    by_id = {e["id"]: e for e in doc["checkpoints"]}
+    lineage: set[str] = set()
+    frontier = [*step.get("checkpoints_written", []), step.get("resumed_from"), step.get("init_from")]
+    while frontier:
+        cid = frontier.pop()
+        if cid and cid not in lineage:
+            lineage.add(cid)
+            parent = by_id.get(cid, {}).get("parent_id")
+            frontier.append(parent)
+    abandoned = []
+    for entry in doc["checkpoints"]:
+        if entry["id"] in lineage or any(t.startswith(SUSPECT_PREFIX) for t in entry["tags"]):
+            continue
+        entry["tags"] = [*entry["tags"], ABANDONED_TAG]
+        entry["notes"] = [
+            *entry["notes"],
+            f"abandoned: session {step['session_id']} accepted a reset (--allow-fresh) and did not resume from it",
+        ]
+        abandoned.append(entry["id"])
+    return abandoned
 
 
 def _unrecorded_ancestors(paths: RunPaths, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

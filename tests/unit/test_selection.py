@@ -231,3 +231,41 @@ def test_selection_json_is_byte_identical_to_canonical_json(tmp_path: Path) -> N
     assert selection_json(doc) == dumps_canonical(doc)
     empty = select(run_paths(tmp_path / "other", RUN)) if (tmp_path / "other").mkdir() is None else None
     assert empty is not None and selection_json(empty) == dumps_canonical(empty)
+
+
+def test_an_accepted_reset_is_not_refused_again_on_the_next_run(tmp_path: Path) -> None:
+    from nanecho_core.store import locked
+    from tests.factories import make_session
+
+    old = chain(2.0, 1.5)
+    paths = seed_run(tmp_path, old, files=False)  # the cache and the artifacts are gone
+    assert select(paths, allow_fresh=True)["regression"] is True
+    fresh = make_entry("20261125T000000Z-bbbbbb", 100, 3.0)
+    write_fake_checkpoint(paths.dir, fresh)
+    step = make_session("20261125T000000Z-bbbbbb", checkpoints=[fresh], end_val_loss=3.0)
+    step["regression_allowed"] = True
+    with locked(paths):
+        index.record_session(paths, step)
+
+    # The next ordinary run resumes the new line instead of being refused for the lost one.
+    doc = select(paths)
+    assert doc["source"] == "cache" and doc["chosen"]["id"] == fresh["id"] and doc["regression"] is False
+    recorded = {e["id"]: e for e in index.load_metadata(paths)["checkpoints"]}
+    for lost in old:
+        assert index.ABANDONED_TAG in recorded[lost["id"]]["tags"]
+        assert "accepted a reset" in recorded[lost["id"]]["notes"][-1]
+    assert recorded[fresh["id"]]["tags"] == []
+    assert index.load_metadata(paths)["best_id"] == fresh["id"]
+
+
+def test_a_session_without_an_accepted_reset_abandons_nothing(tmp_path: Path) -> None:
+    from nanecho_core.store import locked
+    from tests.factories import make_session
+
+    old = chain(2.0)
+    paths = seed_run(tmp_path, old)
+    newer = make_entry("20261125T000000Z-bbbbbb", 200, 1.9, parent_id=old[0]["id"])
+    write_fake_checkpoint(paths.dir, newer)
+    with locked(paths):
+        index.record_session(paths, make_session("20261125T000000Z-bbbbbb", checkpoints=[newer]))
+    assert all(e["tags"] == [] for e in index.load_metadata(paths)["checkpoints"])
