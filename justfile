@@ -45,6 +45,7 @@ bench:
     python benchmarks/scale_metadata.py
     python benchmarks/summarize_scale.py
     python benchmarks/git_growth.py
+    python benchmarks/startup.py
 
 # Replay the training workflow locally against a temporary bare remote.
 replay *args:
