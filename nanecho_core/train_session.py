@@ -9,13 +9,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nanecho_core import env, ids, schema, store
 from nanecho_core.errors import NanechoError
 from nanecho_core.fingerprints import model_fingerprint
 from nanecho_core.fsio import atomic_write_json
 from nanecho_core.presets import load_config_file, resolve_config
+
+if TYPE_CHECKING:
+    from nanecho_core.distributed import Distributed
 
 log = logging.getLogger(__name__)
 LN2 = 0.6931471805599453
@@ -139,8 +142,18 @@ def _check_data(start: _Start, data_fp: str, eval_fp: str) -> None:
 
 
 def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str, Any]:
-    """Run one session and return its record (also written to req.out when given)."""
+    """Run one session and return its record (also written to req.out when given, by rank 0).
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this in its own process group; see distributed.py.
+    """
+    from nanecho_core import distributed
+
     started = time.monotonic() if started is None else started
+    with distributed.process_group(req.device) as dist:
+        return _run_train_step(req, started, dist)
+
+
+def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None) -> dict[str, Any]:
     started_at = ids.utc_now()
     paths = store.run_paths(req.root, req.run)
     config = resolve_request_config(req)
@@ -167,7 +180,7 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
     splits = data_mod.split_tokens(tokens, float(config["data"]["eval_fraction"]), block)
     _check_data(start, splits.data_fingerprint, splits.eval_fingerprint)
 
-    trainer = Trainer(config, splits, device)
+    trainer = Trainer(config, splits, device, dist=dist)
     start_val: float | None = None
     if start.state is not None:
         if start.source == "init":
@@ -265,7 +278,7 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
         "wall_s": round(time.monotonic() - started, 3),
         "stop_reason": outcome.stop_reason,
         "checkpoints_written": [e["id"] for e in written],
-        "world_size": 1,
+        "world_size": 1 if dist is None else dist.world_size,
         "device": device,
         "torch_version": torch.__version__.split("+")[0],
         "eval_points": [p.compact() for p in outcome.eval_points],
@@ -274,7 +287,7 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
     if start.regression_allowed is not None:
         record["regression_allowed"] = start.regression_allowed
     schema.validate(record, "session", req.out or "step.json")
-    if req.out is not None:
+    if req.out is not None and (dist is None or dist.is_main):
         atomic_write_json(req.out, record)
     return record
 

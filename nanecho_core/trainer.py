@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from nanecho_core.model import GPT, GPTConfig
 from nanecho_core.pacing import Estimates, Progress
 from nanecho_core.schedule import learning_rate
 from nanecho_core.signals import StopRequest
+
+if TYPE_CHECKING:
+    from nanecho_core.distributed import Distributed
 
 log = logging.getLogger(__name__)
 SAVE_BYTES_PER_S = 100e6  # conservative disk speed for the first save-time estimate
@@ -101,7 +104,12 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 class Trainer:
-    """Owns the model, optimizer, data cursor and counters of one run on one device."""
+    """Owns the model, optimizer, data cursor and counters of one run on one device.
+
+    With `dist` (several processes under torchrun) the model is wrapped in DDP, each rank trains
+    on its slice of the same global batch, evals are sharded and combined exactly, and stops are
+    agreed; see distributed.py. Without it, the single-process path is unchanged.
+    """
 
     def __init__(
         self,
@@ -111,11 +119,13 @@ class Trainer:
         *,
         record_losses: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        dist: Distributed | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config["train"]
         self.device = device
         self.clock = clock
+        self.dist = dist
         self.model_config = GPTConfig.from_mapping(config["model"])
         # CPU kernels used here are deterministic for a fixed thread count. We do not call
         # torch.use_deterministic_algorithms: it imports torch._inductor (~3 s of start-up per session).
@@ -128,6 +138,11 @@ class Trainer:
         self.model: torch.nn.Module = self.raw_model
         if self.train_cfg.get("compile") and device == "cuda":
             self.model = torch.compile(self.raw_model)  # type: ignore[assignment]
+        self.eval_model = self.model  # never the DDP wrapper: evals run no gradient collectives
+        self.rows = slice(None)
+        if dist is not None:
+            self.rows = dist.rows(int(self.train_cfg["batch_size"]))
+            self.model = dist.wrap(self.model)
         self.optimizer = self.raw_model.configure_optimizer(
             float(self.train_cfg["weight_decay"]),
             float(self.train_cfg["learning_rate"]),
@@ -215,23 +230,35 @@ class Trainer:
             lr_decay_iters=int(cfg["lr_decay_iters"]),
         )
 
+    def _sync_grads(self, last_micro_step: bool) -> contextlib.AbstractContextManager[Any]:
+        if self.dist is None:
+            return contextlib.nullcontext()
+        return self.dist.no_sync(self.model, last_micro_step)
+
     def train_one_iteration(self) -> torch.Tensor:
         """One optimizer step at the current global iteration; returns the loss (no host sync)."""
         lr = self.lr_at(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = int(self.train_cfg["grad_accum"])
+        if self.dist is not None:
+            self.dist.seed_dropout(int(self.train_cfg["seed"]), self.iteration)
         total = torch.zeros((), device=self.device)
-        for _ in range(accum):
+        for micro in range(accum):
             x, y = self.cursor.next_batch()
+            if self.dist is not None:  # every rank draws the global batch; trains on its rows
+                x, y = x[self.rows], y[self.rows]
             if self.device != "cpu":
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                _, loss = self.model(x, y)
-            assert loss is not None
-            loss = loss / accum
-            loss.backward()
+            with self._sync_grads(micro == accum - 1):
+                with self._autocast():
+                    _, loss = self.model(x, y)
+                assert loss is not None
+                loss = loss / accum
+                loss.backward()
             total = total + loss.detach().float()
+        if self.dist is not None:
+            total = self.dist.mean(total)  # the global batch's loss, the same on every rank
         clip = float(self.train_cfg["grad_clip"])
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip, foreach=True)
@@ -249,15 +276,20 @@ class Trainer:
     def evaluate(self) -> float:
         """Mean loss over the fixed eval batches; touches no training RNG or data cursor."""
         devices = [torch.cuda.current_device()] if self.device == "cuda" else []
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
         with torch.random.fork_rng(devices=devices):
-            self.model.eval()
+            self.eval_model.eval()
             losses = torch.zeros(len(self.eval_set), device=self.device)
             for k, (x, y) in enumerate(self.eval_set):
+                if k % world != rank:  # ranks share the fixed eval batches; combined exactly below
+                    continue
                 with self._autocast():
-                    _, loss = self.model(x, y)
+                    _, loss = self.eval_model(x, y)
                 assert loss is not None
                 losses[k] = loss.float()
-            self.model.train()
+            self.eval_model.train()
+        if self.dist is not None:
+            losses = self.dist.combine_disjoint(losses)
         return float(losses.mean().item())
 
     def mean_train_loss(self) -> float | None:
@@ -289,18 +321,17 @@ class Trainer:
             self._scheduled_eval(outcome, timer, save=None)
             last_eval = 0
         progress = Progress(start_iteration, target)
+        if self.dist is not None and not self.dist.is_main:
+            progress.enabled = False  # one bar, rank 0's
         window_start, window_iters = self.clock(), 0
         with progress:
             while self.iteration < target:
-                if stop is not None and stop.requested:
-                    outcome.stop_reason = "signal"
+                reason = self._stop_reason(stop, deadline, timer)
+                if self.dist is not None:  # all ranks stop after the same iteration
+                    reason = self.dist.agree_stop(reason, self.iteration)
+                if reason is not None:
+                    outcome.stop_reason = reason
                     break
-                if deadline is not None:
-                    # One iteration, then either its scheduled eval (+ save) or the end eval + save.
-                    need = 1.1 * (timer.iteration + timer.eval + timer.save) + 0.05
-                    if self.clock() + need > deadline:
-                        outcome.stop_reason = "budget_time"
-                        break
                 t0 = self.clock()
                 loss = self.train_one_iteration()
                 elapsed = self.clock() - t0
@@ -345,6 +376,16 @@ class Trainer:
                 self._timed_save(save, timer, outcome)
         return outcome
 
+    def _stop_reason(self, stop: StopRequest | None, deadline: float | None, timer: Estimates) -> str | None:
+        if stop is not None and stop.requested:
+            return "signal"
+        if deadline is not None:
+            # One iteration, then either its scheduled eval (+ save) or the end eval + save.
+            need = 1.1 * (timer.iteration + timer.eval + timer.save) + 0.05
+            if self.clock() + need > deadline:
+                return "budget_time"
+        return None
+
     def _record_val(self, val: float) -> bool:
         check_finite(val, f"val loss at iteration {self.iteration}")
         self.last_val_loss = val
@@ -372,7 +413,8 @@ class Trainer:
 
     def _timed_save(self, save: Callable[[Trainer], None], timer: Estimates, outcome: SessionOutcome) -> None:
         t0 = self.clock()
-        save(self)
+        if self.dist is None or self.dist.is_main:  # rank 0 alone writes
+            save(self)
         timer.save = self.clock() - t0
         outcome.max_save_s = max(outcome.max_save_s, timer.save)
 

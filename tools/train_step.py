@@ -44,6 +44,7 @@ def train_step(
             --resume selection.json --max-minutes 5 --out step.json
     """
     started = time.monotonic()
+    from nanecho_core.distributed import is_main_process
     from nanecho_core.github import write_outputs
     from nanecho_core.signals import TrainingAborted
     from nanecho_core.train_session import TrainRequest, github_outputs, run_train_step
@@ -69,6 +70,8 @@ def train_step(
     except TrainingAborted as exc:
         typer.echo(f"Aborted: {exc}; the previous checkpoint stays valid", err=True)
         raise typer.Exit(128 + exc.signum) from None
+    if not is_main_process():  # under torchrun, rank 0 alone reports
+        return
     write_outputs(github_outputs(record))
     if json_output:
         echo_json(record)
