@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -182,7 +183,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise NanechoError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path
@@ -195,3 +196,12 @@ def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but parses to infinity, which no document may hold and
+    # dumps_canonical (allow_nan=False) could never write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
