@@ -123,3 +123,20 @@ def test_error_line_stays_one_printable_line_when_a_hostile_key_carries_control_
     assert err.count("\n") == 1 and err.endswith("\n") and err.isprintable() is False  # only the final \n
     assert err[:-1].isprintable(), repr(err)
     assert err.startswith(f"Error: {sc.metadata_path}:$.checkpoints[0].metrics.  \\x1b[2J: ")
+
+
+def test_number_that_overflows_to_infinity_is_refused_before_anything_is_written() -> None:
+    from nanecho_tools.meta_update import app
+
+    with fuzzing.scenario() as sc:
+        text = json.dumps(sc.step).replace('"best_val_loss": 2.0', '"best_val_loss": 1e999')
+        assert "1e999" in text
+        (sc.out / "step.json").write_text(text)
+        before = fuzzing.tree_digest(sc.base)
+        args = ["record", str(sc.out / "step.json"), "--root", str(sc.root), "--run", fuzzing.RUN]
+        code, _out, err = fuzzing.invoke(app, args)
+        assert (code, err) == (
+            2,
+            f"Error: {sc.out / 'step.json'}: malformed JSON: number 1e999 is out of range\n",
+        )
+        assert fuzzing.tree_digest(sc.base) == before
