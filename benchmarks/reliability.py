@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -151,7 +152,7 @@ def fuzz_figures(cases: int) -> tuple[list[tuple[str, str]], bool]:
                 wrapped()
             except Exception as exc:  # a falsified property: report it, keep measuring the others
                 failure = f"FAILED: {str(exc).splitlines()[0][:120]}"
-                print(f"{tool}: {exc}", file=sys.stderr)
+                print(f"{tool}:", "".join(traceback.format_exception(exc)), file=sys.stderr)
                 ok = False
             seconds = time.monotonic() - start
             detail = f"{counts['run']} cases, {seconds:.0f} s"
