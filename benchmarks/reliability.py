@@ -52,6 +52,7 @@ def _campaign(job: int, runs: int, seed: int, fake: bool) -> dict[str, Any]:
             "pushed": len(campaign.pushed),
             "saves": len(campaign.completed_saves),
             "reached_remote": campaign.reached_remote,
+            "recorded_total": campaign.recorded_total,
             "recovery_problems": campaign.recovery_problems,
             "baseline_s": campaign.baseline_s,
         }
@@ -89,7 +90,7 @@ def kill_figures(runs: int, jobs: int, seed: int, fake: bool) -> tuple[list[tupl
         ("completed checkpoint saves (all verifiable)", str(sum(r["saves"] for r in results))),
         (
             "recorded sessions at the remote after one clean session",
-            f"{sum(r['reached_remote'] for r in results)} / {sum(r['recorded'] for r in results)}",
+            f"{sum(r['reached_remote'] for r in results)} / {sum(r['recorded_total'] for r in results)}",
         ),
         ("mode", "fake sessions (no torch)" if fake else "real train-step sessions"),
         ("kill campaign wall time", f"{time.monotonic() - start:.0f} s ({jobs} job(s))"),

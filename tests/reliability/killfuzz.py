@@ -185,6 +185,7 @@ class KillCampaign:
         self.outcomes: list[RunOutcome] = []
         self.recovery_problems: list[str] = []
         self.reached_remote = 0
+        self.recorded_total = 0  # sessions in sessions.jsonl or whose record exited 0
         self._counter = 0
 
     def _paths(self) -> tuple[Path, Path, Path]:
@@ -348,6 +349,7 @@ class KillCampaign:
         self.recovery_problems = problems + [
             f"recorded session {s} never reached the remote" for s in sorted((self.recorded | local) - remote)
         ]
+        self.recorded_total = len(self.recorded | local)
         self.reached_remote = len((self.recorded | local) & remote)
 
 
