@@ -53,7 +53,7 @@ class RunOutcome:
     index: int
     target: str
     mode: str
-    planned_delay_s: float
+    seconds: float
     killed: bool
     phase_seen: bool
     valid: bool
@@ -309,12 +309,24 @@ class KillCampaign:
             lost.add(sid)
         return problems, recovered, sorted(lost)
 
-    def run(self, runs: int, app_runner: Callable[[list[str]], tuple[int, str, str]]) -> list[RunOutcome]:
-        """The baseline session, then `runs` killed ones, checking the invariants after each."""
+    def run(
+        self,
+        runs: int,
+        app_runner: Callable[[list[str]], tuple[int, str, str]],
+        *,
+        until_killed: bool = False,
+    ) -> list[RunOutcome]:
+        """The baseline session, then `runs` runs (with `until_killed`: runs until `runs` kills landed;
+        a tool may finish before its instant), checking the invariants after each."""
         baseline_problems, _ = self.session(None, measure="uniform" in self.modes)
         if baseline_problems:
             raise RuntimeError(f"baseline session failed: {baseline_problems}")
-        for index in range(runs):
+        index = -1
+        while True:
+            index += 1
+            landed = sum(o.killed for o in self.outcomes)
+            if (landed if until_killed else index) >= runs or index >= 3 * runs:
+                break
             target = self.targets[index % len(self.targets)]
             mode = self.modes[(index // len(self.targets)) % len(self.modes)]
             before = time.monotonic()
@@ -328,7 +340,7 @@ class KillCampaign:
                 index=index,
                 target=target,
                 mode=mode,
-                planned_delay_s=round(time.monotonic() - before, 3),
+                seconds=round(time.monotonic() - before, 3),
                 killed=bool(killed_step and killed_step.killed),
                 phase_seen=bool(killed_step and killed_step.phase_seen),
                 valid=not (problems or step_problems),
