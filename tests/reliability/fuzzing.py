@@ -30,6 +30,7 @@ from tests.reliability.harness import (
     RUN_NAME,
     diff_digests,
     git,
+    isolated_logging,
     one_error_line,
     scratch_dir,
     tiny_config,
@@ -130,7 +131,8 @@ def scenario() -> Iterator[Scenario]:
 
 def invoke(app: Any, args: list[str]) -> tuple[int, str, str]:
     """Run a Typer app in-process; an uncaught exception fails the property with its traceback."""
-    result = CliRunner().invoke(app, args, catch_exceptions=True)
+    with isolated_logging():
+        result = CliRunner().invoke(app, args, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         import traceback
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,6 +48,19 @@ CORPUS_BYTES = 40_000
 def tiny_config() -> dict[str, Any]:
     """A --config override document for the tiny model (schema `config`)."""
     return {"schema_version": 1, "model": dict(TINY_MODEL), "train": dict(TINY_TRAIN)}
+
+
+@contextmanager
+def isolated_logging() -> Iterator[None]:
+    """Undo logging set-up done by an in-process tool run (train-step's basicConfig binds the root
+    logger to the CliRunner stream of that run), as a separate process would."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _fast_tmp() -> str | None:

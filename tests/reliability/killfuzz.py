@@ -33,6 +33,7 @@ from tests.reliability.harness import (
     Workspace,
     best_val_loss,
     fsck,
+    isolated_logging,
     one_error_line,
     remote_sessions,
     session_ids_in,
@@ -426,7 +427,8 @@ def inprocess_runner() -> Callable[[list[str]], tuple[int, str, str]]:
 
     def runner(args: list[str]) -> tuple[int, str, str]:
         module = importlib.import_module("nanecho_tools." + args[0].replace("-", "_"))
-        result = cli.invoke(module.app, args[1:], catch_exceptions=True)
+        with isolated_logging():
+            result = cli.invoke(module.app, args[1:], catch_exceptions=True)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             trace = "".join(traceback.format_exception(result.exception))
             return 1, result.stdout, result.stderr + trace
