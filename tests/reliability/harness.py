@@ -52,15 +52,21 @@ def tiny_config() -> dict[str, Any]:
 
 @contextmanager
 def isolated_logging() -> Iterator[None]:
-    """Undo logging set-up done by an in-process tool run (train-step's basicConfig binds the root
-    logger to the CliRunner stream of that run), as a separate process would."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """Undo logging set-up done by an in-process tool run (train-step binds a handler to the stderr of
+    that run, which CliRunner closes afterwards), as a separate process would."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, list(lg.handlers), lg.level) for lg in loggers]
     try:
         yield
     finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+        for lg, handlers, level in saved:
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+        for lg in logging.Logger.manager.loggerDict.values():
+            if isinstance(lg, logging.Logger) and all(lg is not s[0] for s in saved):
+                lg.handlers.clear()
 
 
 def _fast_tmp() -> str | None:
