@@ -147,8 +147,12 @@ def fuzz_figures(cases: int) -> tuple[list[tuple[str, str]], bool]:
         for tool, strategy in strategies.items():
             counts = {"run": 0, "skipped": 0}
             check = _checker(tool, repo, counts)
+            # train-step and progress-commit skip the few valid documents (they would train or commit):
+            # draw 5% more so that at least `cases` are run.
             wrapped = settings(
-                max_examples=cases,
+                max_examples=cases
+                if tool in ("ckpt-select", "meta-update", "summarize")
+                else cases * 21 // 20,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
