@@ -11,9 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-import click
-import typer
-from typer.testing import CliRunner
+# Plain click help (no rich boxes): stable across rich versions and readable in any Markdown viewer.
+os.environ["TYPER_USE_RICH"] = "0"
+
+import click  # noqa: E402
+import typer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "cli.md"
@@ -26,7 +29,7 @@ MODULES = {
     "summarize": "nanecho_tools.summarize",
     "nanecho": "nanecho_tools.umbrella",
 }
-ENV = {"COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1", "_TYPER_FORCE_DISABLE_TERMINAL": "1"}
+ENV = {"COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1", "TYPER_USE_RICH": "0"}
 
 
 def _help(app: typer.Typer, prog: str, args: list[str]) -> str:
