@@ -81,6 +81,20 @@ def atomic_write_json(path: str | os.PathLike[str], doc: Any) -> None:
     atomic_write_text(path, dumps_canonical(doc))
 
 
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an flock on `path` (created if needed); the kernel releases it if the process dies."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line durably (O_APPEND + fsync), all or nothing.
 

@@ -8,7 +8,6 @@ same clone at the same instant, which holds for CI checkouts.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import exclusive_lock
 from nanecho_core.gitops import Git
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,8 @@ def git_dir(git: Git) -> Path:
 @contextmanager
 def clone_lock(git: Git) -> Iterator[None]:
     """One progress-commit at a time per clone (the lock dies with its process)."""
-    path = git_dir(git) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(git_dir(git) / LOCK_NAME):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _open_files() -> set[str] | None:

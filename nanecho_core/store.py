@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from nanecho_core.fsio import (
     atomic_write_bytes,
     dumps_canonical,
     dumps_line,
+    exclusive_lock,
     parse_json,
     read_json,
     safe_join,
@@ -246,13 +246,8 @@ def append_session(paths: RunPaths, record: dict[str, Any]) -> None:
 def locked(paths: RunPaths) -> Iterator[None]:
     """Serialise local writers of one run (flock on <run>/.lock; released on process death)."""
     paths.dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(paths.lock):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def read_document(path: str | os.PathLike[str], name: str) -> Any:
