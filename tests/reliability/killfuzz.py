@@ -46,7 +46,7 @@ POLL_S = 0.0005
 # workspace's isolated environment).
 IN_PROCESS_HELPERS = ("ckpt-select", "meta-update")
 # How long after the first observed write the kill may land (the phase's typical length).
-PHASE_SPREAD_S = {"train-step": 0.03, "meta-update": 0.02, "progress-commit": 0.25}
+PHASE_SPREAD_S = {"train-step": 0.03, "meta-update": 0.02, "progress-commit": 0.05}
 
 
 @dataclass
@@ -103,12 +103,19 @@ def phase_marker(ws: Workspace, target: str) -> Callable[[], object]:
         cache = ws.run_dir / "cache"
         return lambda: (_listing(cache), _size(ws.sessions), _mtime(ws.metadata))
     git_dir = ws.root / ".git"
-    return lambda: (
-        os.path.exists(git_dir / "index.lock"),
-        _mtime(git_dir / "index"),
-        _mtime(git_dir / "objects"),
-        _mtime(ws.remote / "objects"),
-    )
+    # Porcelain (index, locks) and plumbing (new objects, packs, refs, reflogs) writes, local and remote.
+    watched = [
+        git_dir / "index",
+        git_dir / "objects",
+        git_dir / "objects" / "pack",
+        git_dir / "refs" / "heads",
+        git_dir / "logs" / "HEAD",
+        git_dir / "HEAD",
+        ws.remote / "objects",
+        ws.remote / "objects" / "pack",
+        ws.remote / "refs" / "heads",
+    ]
+    return lambda: (os.path.exists(git_dir / "index.lock"), *(_mtime(p) for p in watched), _listing(git_dir))
 
 
 def run_step(
