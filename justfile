@@ -23,7 +23,7 @@ test *args: system-deps
 
 # Only the fast tests (< 60 s).
 test-fast *args:
-    python -m pytest -q -m "not slow" {{args}}
+    python -m pytest -q -n 2 -m "not slow" {{args}}
 
 # ruff, ruff format, mypy, actionlint, workflow schemas, and the CLI reference being current.
 lint:
