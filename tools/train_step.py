@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,51 +51,66 @@ def train_step(
     from nanecho_core.signals import TrainingAborted
     from nanecho_core.train_session import TrainRequest, github_outputs, run_train_step
 
-    _log_to_stderr()
-    request = TrainRequest(
-        root=root,
-        run=run_dir,
-        preset=preset,
-        config_path=config,
-        resume=resume,
-        init_from=init_from,
-        iters=iters,
-        until_iter=until_iter,
-        max_minutes=max_minutes,
-        device=device,
-        corpus=corpus,
-        eval_interval=eval_interval,
-        out=out,
-    )
-    try:
-        record = run_train_step(request, started)
-    except TrainingAborted as exc:
-        typer.echo(f"Aborted: {exc}; the previous checkpoint stays valid", err=True)
-        raise typer.Exit(128 + exc.signum) from None
-    if not is_main_process():  # under torchrun, rank 0 alone reports
-        return
-    write_outputs(github_outputs(record))
-    if json_output:
-        echo_json(record)
-    else:
-        typer.echo(
-            f"{record['session_id']}: iterations {record['start_iteration']} -> {record['end_iteration']}, "
-            f"val_loss {record['start_val_loss']} -> {record['end_val_loss']}, "
-            f"stop {record['stop_reason']}, {len(record['checkpoints_written'])} checkpoint(s) -> {out}"
+    with _log_to_stderr():
+        request = TrainRequest(
+            root=root,
+            run=run_dir,
+            preset=preset,
+            config_path=config,
+            resume=resume,
+            init_from=init_from,
+            iters=iters,
+            until_iter=until_iter,
+            max_minutes=max_minutes,
+            device=device,
+            corpus=corpus,
+            eval_interval=eval_interval,
+            out=out,
         )
+        try:
+            record = run_train_step(request, started)
+        except TrainingAborted as exc:
+            typer.echo(f"Aborted: {exc}; the previous checkpoint stays valid", err=True)
+            raise typer.Exit(128 + exc.signum) from None
+        if not is_main_process():  # under torchrun, rank 0 alone reports
+            return
+        write_outputs(github_outputs(record))
+        if json_output:
+            echo_json(record)
+        else:
+            typer.echo(
+                f"{record['session_id']}: iterations {record['start_iteration']} -> {record['end_iteration']}, "
+                f"val_loss {record['start_val_loss']} -> {record['end_val_loss']}, "
+                f"stop {record['stop_reason']}, {len(record['checkpoints_written'])} checkpoint(s) -> {out}"
+            )
 
 
-def _log_to_stderr() -> None:
-    """Progress lines go to this invocation's stderr (replacing a handler from an earlier call)."""
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at emit time, never to a stream captured at set-up."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Progress lines go to stderr for this invocation only; the logger is left as it was found."""
     logger = logging.getLogger("nanecho_core")
-    for handler in list(logger.handlers):
-        if getattr(handler, "_nanecho", False):
-            logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._nanecho = True  # type: ignore[attr-defined]
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main() -> None:
