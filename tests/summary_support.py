@@ -88,3 +88,23 @@ def three_session_run(root: Path) -> RunPaths:
 
 
 __all__ = ["CI", "make_entry", "session", "three_session_run", "write_run"]
+
+
+def one_session_full_run(root: Path) -> RunPaths:
+    """A second run (`full` preset) with one fresh session, for cross-run comparisons."""
+    return write_run(
+        root,
+        [
+            session(
+                1,
+                0,
+                400,
+                source="fresh",
+                start_loss=None,
+                end_loss=1.5,
+                run="nanecho-cached-full",
+                preset="full",
+            )  # fmt: skip
+        ],
+        run=".training-progress/nanecho-cached-full",
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nanecho_core.summary import build_run
 from nanecho_core.summary_html import Chart, Series, dashboard_html, svg_chart
-from tests.summary_support import session, three_session_run, write_run
+from tests.summary_support import one_session_full_run, session, three_session_run, write_run
 
 
 def test_dashboard_is_one_self_contained_file(tmp_path: Path) -> None:
@@ -47,22 +47,7 @@ def test_all_text_is_escaped() -> None:
 
 def test_several_runs_get_an_overlay_of_their_best_curves(tmp_path: Path) -> None:
     ci = three_session_run(tmp_path)
-    full = write_run(
-        tmp_path,
-        [
-            session(
-                1,
-                0,
-                400,
-                source="fresh",
-                start_loss=None,
-                end_loss=1.5,
-                run="nanecho-cached-full",
-                preset="full",
-            )
-        ],
-        run=".training-progress/nanecho-cached-full",
-    )
+    full = one_session_full_run(tmp_path)
     page = dashboard_html([build_run(ci), build_run(full)])
     assert "Best val loss over tokens trained, all runs" in page
     assert page.count('<path class="series"') == 2 + 2 + 2

@@ -20,7 +20,7 @@ from nanecho_core.summary_md import (
     run_section,
     step_summary_markdown,
 )
-from tests.summary_support import session, three_session_run, write_run
+from tests.summary_support import one_session_full_run, session, three_session_run, write_run
 
 
 def test_run_section_has_a_val_loss_chart_with_the_sessions_table_beside_it(tmp_path: Path) -> None:
@@ -86,22 +86,7 @@ def test_comparison_table_lines_up_runs_at_a_common_token_count(tmp_path: Path) 
             session(2, 100, 200, start_loss=2.5, end_loss=2.0),
         ],
     )
-    full = write_run(
-        tmp_path,
-        [
-            session(
-                1,
-                0,
-                400,
-                source="fresh",
-                start_loss=None,
-                end_loss=1.5,
-                run="nanecho-cached-full",
-                preset="full",
-            )
-        ],
-        run=".training-progress/nanecho-cached-full",
-    )
+    full = one_session_full_run(tmp_path)
     table = comparison_table([build_run(ci), build_run(full)])
     lines = table.splitlines()
     assert lines[0] == (
