@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPEATS = 7
+REPEATS = 15
 
 
-def raw_write_read(data: bytes, path: Path) -> float:
+def raw_write_read(data: bytes, path: Path) -> tuple[float, float]:
+    """(write, read) seconds: write + fsync + rename + directory fsync, then read back."""
     t0 = time.perf_counter()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
@@ -31,14 +32,15 @@ def raw_write_read(data: bytes, path: Path) -> float:
     fd = os.open(path.parent, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
+    t1 = time.perf_counter()
     back = path.read_bytes()
-    elapsed = time.perf_counter() - t0
+    t2 = time.perf_counter()
     assert len(back) == len(data)
-    return elapsed
+    return t1 - t0, t2 - t1
 
 
 def bench(preset: str) -> None:
-    from nanecho_core.checkpoint import load_checkpoint, save_checkpoint
+    from nanecho_core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
     from nanecho_core.data import load_splits
     from nanecho_core.presets import resolve_config
     from nanecho_core.trainer import Trainer
@@ -49,20 +51,29 @@ def bench(preset: str) -> None:
         splits = load_splits(None, root / "cache", 0.1, config["model"]["block_size"])
         trainer = Trainer(config, splits, "cpu")
         trainer.train_one_iteration()  # populate AdamW moments
-        state = {"format": "nanecho-checkpoint/1", "id": "x", "config": config, "fingerprints": {}}
+        state = {"format": FORMAT, "id": "x", "config": config, "fingerprints": {}}
         state.update(trainer.training_state())
-        ours, raw = [], []
+        save, load, write, read = [], [], [], []
         for i in range(REPEATS):
             path = root / f"ours{i}.pt"
             t0 = time.perf_counter()
             sha, size = save_checkpoint(state, path)
+            t1 = time.perf_counter()
             load_checkpoint(path, sha)
-            ours.append(time.perf_counter() - t0)
-            raw.append(raw_write_read(path.read_bytes(), root / f"raw{i}.bin"))
-        o, r = statistics.median(ours), statistics.median(raw)
+            save.append(t1 - t0)
+            load.append(time.perf_counter() - t1)
+            w, r = raw_write_read(path.read_bytes(), root / f"raw{i}.bin")
+            write.append(w)
+            read.append(r)
+        ms = {
+            name: statistics.median(v) * 1000
+            for name, v in (("save", save), ("load", load), ("write", write), ("read", read))
+        }
+        ours, raw = ms["save"] + ms["load"], ms["write"] + ms["read"]
         print(
-            f"{preset}: {size / 1e6:.1f} MB, save+load {o * 1000:.1f} ms, raw write+fsync+read "
-            f"{r * 1000:.1f} ms, ratio {o / r:.2f}x"
+            f"{preset}: {size / 1e6:.1f} MB, save+load {ours:.1f} ms (save {ms['save']:.1f}, load "
+            f"{ms['load']:.1f}), raw write+fsync+read {raw:.1f} ms (write {ms['write']:.1f}, read "
+            f"{ms['read']:.1f}), ratio {ours / raw:.2f}x, fixed overhead {ours - raw:.1f} ms"
         )
 
 

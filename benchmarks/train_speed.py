@@ -45,7 +45,7 @@ def import_seconds() -> float:
 def ours(iters: int, threads: int | None = None) -> dict[str, float]:
     import torch
 
-    from nanecho_core.checkpoint import save_checkpoint
+    from nanecho_core.checkpoint import FORMAT, save_checkpoint
     from nanecho_core.data import load_splits
     from nanecho_core.presets import resolve_config
     from nanecho_core.trainer import Trainer
@@ -67,7 +67,7 @@ def ours(iters: int, threads: int | None = None) -> dict[str, float]:
         t3 = time.perf_counter()
         trainer.evaluate()
         t4 = time.perf_counter()
-        state = {"format": "nanecho-checkpoint/1", "id": "x", "config": config, "fingerprints": {}}
+        state = {"format": FORMAT, "id": "x", "config": config, "fingerprints": {}}
         state.update(trainer.training_state())
         save_checkpoint(state, Path(tmp) / "x.pt")
         t5 = time.perf_counter()

@@ -1,7 +1,8 @@
 """The self-describing checkpoint: atomic, hashed-while-written save; verify-then-load.
 
-A checkpoint is one dict (format "nanecho-checkpoint/1", see docs/contract.md) written with
-torch.save through a stream that hashes every byte on its way to disk, then renamed into place;
+A checkpoint is one dict (see docs/contract.md) written with torch.save, its tensors packed into
+one byte blob (packing.py; format "nanecho-checkpoint/2", while "/1" files, one record per tensor,
+still load), through a stream that hashes every byte on its way to disk, then renamed into place;
 its index entry is written beside it as `<id>.json` (the sidecar). Loading checks the sha256
 before torch ever parses the bytes, and parses them with weights_only=True, so a tampered or
 crafted file is refused, never executed.
@@ -9,26 +10,29 @@ crafted file is refused, never executed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import mmap
 import os
 import pickle
-import queue
 import random
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nanecho_core import schema
+from nanecho_core import packing, schema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import atomic_write_json, fsync_dir, read_json
 
-FORMAT = "nanecho-checkpoint/1"
+FORMAT = "nanecho-checkpoint/2"  # what save_checkpoint writes: {"format", "packed": packing.pack(...)}
+UNPACKED_FORMAT = "nanecho-checkpoint/1"  # the same dict with one torch record per tensor
 REQUIRED_KEYS = (
     "format",
     "id",
@@ -44,63 +48,26 @@ REQUIRED_KEYS = (
 )
 
 
-class _HashingWriter(io.RawIOBase):
-    """A write-only stream that hashes bytes as they pass to the file (no second read).
-
-    Hashing runs on a helper thread (hashlib releases the GIL on large buffers), overlapping
-    torch's serialization and the file writes; chunks are hashed in order.
-    """
-
-    def __init__(self, handle: Any) -> None:
-        super().__init__()
-        self._handle = handle
-        self._digest = hashlib.sha256()
-        self._chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._hash_chunks, daemon=True)
-        self._thread.start()
-        self.size = 0
-
-    def _hash_chunks(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self._handle.write(view)
-        self._chunks.put(bytes(view) if not isinstance(data, bytes) else data)
-        self.size += len(view)
-        return len(view)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def hexdigest(self) -> str:
-        self._chunks.put(None)
-        self._thread.join()
-        return self._digest.hexdigest()
-
-    def abandon(self) -> None:
-        self._chunks.put(None)
-
-
 def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
-    """Write `state` atomically to `path`; return (sha256 hex, bytes), hashed while writing."""
+    """Write `state` atomically to `path`; return (sha256 hex, bytes) of what reached the disk.
+
+    The file holds {"format": FORMAT, "packed": <state, tensors packed>}; load_checkpoint returns
+    the state (with "format": FORMAT). torch writes the temp file; then the fsync runs on a helper
+    thread while this one hashes the written bytes (mapped from the page cache, not copied), so the
+    hash costs nothing next to the fsync; only then is the file renamed into place.
+    """
+    on_disk = {"format": FORMAT, "packed": packing.pack({k: v for k, v in state.items() if k != "format"})}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            writer = _HashingWriter(handle)
-            try:
-                torch.save(state, writer)  # type: ignore[arg-type]  # a write-only stream suffices
-            except BaseException:
-                writer.abandon()
-                raise
+            # A stream, not the temp path: torch would name the archive inside after the
+            # (random) temp file, and identical states would not give identical bytes.
+            with _without_zip_crc32():  # the sha256 covers every byte; CRC32 would be a second pass
+                torch.save(on_disk, handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            sha, size = _fsync_and_hash(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -108,7 +75,43 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
             raise NanechoError(f"cannot write checkpoint: {exc.strerror or exc}", path) from exc
         raise
     fsync_dir(path.parent)
-    return writer.hexdigest(), writer.size
+    return sha, size
+
+
+@contextlib.contextmanager
+def _without_zip_crc32() -> Iterator[None]:
+    """torch.save without per-record CRC32 (torch.load does not need it; `unzip -t` would complain)."""
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        torch.serialization.set_crc32_options(before)
+
+
+def _fsync_and_hash(fd: int) -> tuple[str, int]:
+    """fsync `fd` on a helper thread while hashing its bytes here (both release the GIL)."""
+    failure: list[OSError] = []
+
+    def sync() -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failure.append(exc)
+
+    syncer = threading.Thread(target=sync, daemon=True)
+    syncer.start()
+    try:
+        size = os.fstat(fd).st_size
+        digest = hashlib.sha256()
+        if size:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+                digest.update(mapped)
+    finally:
+        syncer.join()
+    if failure:
+        raise failure[0]
+    return digest.hexdigest(), size
 
 
 def write_sidecar(entry: dict[str, Any], pt_path: Path) -> Path:
@@ -147,35 +150,56 @@ def read_sidecar(pt_path: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(path: Path, expected_sha256: str | None) -> dict[str, Any]:
-    """Verify the sha256 (when known), then parse with weights_only=True; any defect -> NanechoError."""
+    """Verify the sha256 (when known), then parse with weights_only=True; any defect -> NanechoError.
+
+    A verified file is parsed in place (torch's mmap loading: the page cache is the buffer, no
+    copy); a file with no known hash is read into memory first and parsed from there.
+    """
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115  # closed below, after parsing
     except FileNotFoundError as exc:
         raise NanechoError("checkpoint file not found", path) from exc
     except IsADirectoryError as exc:
         raise NanechoError("checkpoint path is a directory", path) from exc
     except OSError as exc:
         raise NanechoError(f"cannot read checkpoint: {exc.strerror or exc}", path) from exc
-    if not data:
-        raise NanechoError("checkpoint file is empty (0 bytes)", path)
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(data).hexdigest()
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
+            raise NanechoError("checkpoint file is empty (0 bytes)", path)
+        if expected_sha256 is None:
+            return _parse(io.BytesIO(handle.read()), path, mapped=False)
+        with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) as view:
+            actual = hashlib.sha256(view).hexdigest()
         if actual != expected_sha256:
             raise NanechoError(
                 f"checkpoint sha256 mismatch (expected {expected_sha256[:12]}…, got {actual[:12]}…): "
                 "the file is corrupt or was replaced",
                 path,
             )
+        # Parse the very file that was hashed, not whatever the name points to by now.
+        same_file = f"/proc/self/fd/{handle.fileno()}"
+        return _parse(same_file if os.path.exists(same_file) else str(path), path, mapped=True)
+
+
+def _parse(source: str | io.BytesIO, path: Path, mapped: bool) -> dict[str, Any]:
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = torch.load(source, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as exc:
         raise NanechoError(
             f"checkpoint refused by the weights-only loader: {_unpickler_reason(exc)}", path
         ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise NanechoError(f"checkpoint is not a readable torch file: {type(exc).__name__}", path) from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise NanechoError(f"not a NanEcho checkpoint (expected format {FORMAT!r})", path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        try:
+            state = {**packing.unpack(state.get("packed")), "format": FORMAT}
+        except packing.PackError as exc:
+            raise NanechoError(f"checkpoint is damaged: {exc}", path) from None
+    elif not isinstance(state, dict) or state.get("format") != UNPACKED_FORMAT:
+        raise NanechoError(
+            f"not a NanEcho checkpoint (expected format {FORMAT!r} or {UNPACKED_FORMAT!r})", path
+        )
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise NanechoError(f"checkpoint lacks {', '.join(missing)}", path)

@@ -170,7 +170,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
 
     import torch
 
-    from nanecho_core.checkpoint import save_checkpoint, write_sidecar
+    from nanecho_core.checkpoint import FORMAT, save_checkpoint, write_sidecar
     from nanecho_core.signals import StopRequest
     from nanecho_core.trainer import Budget, Trainer, resolve_device
 
@@ -211,7 +211,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
             "lr": t.lr_at(max(t.iteration - 1, 0)),
         }
         state = {
-            "format": "nanecho-checkpoint/1",
+            "format": FORMAT,
             "id": cid,
             "parent_id": parent[0],
             "session_id": session_id,

@@ -53,12 +53,14 @@ def _entries(ws: Workspace) -> list[dict]:
 def test_wrong_shape_checkpoint_with_an_honest_hash_is_refused_at_load(ws: Workspace, cli) -> None:
     import torch
 
+    from nanecho_core.checkpoint import load_checkpoint, save_checkpoint
+
     older, best = _entries(ws)[-2:]
     pt = ws.run_dir / best["file"]
-    state = torch.load(pt, weights_only=True)
+    state = load_checkpoint(pt, best["sha256"])
     name = next(k for k, v in state["model"].items() if v.dim() == 2)
     state["model"][name] = torch.zeros(3, 3)
-    torch.save(state, pt)
+    save_checkpoint(state, pt)
     index = json.loads(ws.metadata.read_text())
     for entry in index["checkpoints"]:
         if entry["id"] == best["id"]:

@@ -136,3 +136,103 @@ def test_rng_state_is_weights_only_safe(tmp_path: Path) -> None:
     first = (random.random(), np.random.rand())
     restore_rng(rng)
     assert (random.random(), np.random.rand()) == first
+
+
+def _mixed_state() -> dict:
+    """Every dtype the packer accepts, odd sizes (unaligned byte counts), 0-d and empty tensors."""
+    state = _state()
+    state["model"] = {
+        "w": torch.randn(7, 13),
+        "half": torch.randn(5).half(),
+        "bf": torch.randn(3, 3).bfloat16(),
+        "f64": torch.randn(2, dtype=torch.float64),
+        "i64": torch.arange(9),
+        "i32": torch.arange(5, dtype=torch.int32),
+        "i16": torch.arange(3, dtype=torch.int16),
+        "i8": torch.arange(-3, 3, dtype=torch.int8),
+        "mask": torch.tensor([True, False, True]),
+        "step": torch.tensor(42.0),
+        "empty": torch.zeros(0, 4),
+        "strided": torch.arange(20.0).reshape(4, 5).t(),  # non-contiguous
+    }
+    state["optimizer"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(4)}}, "param_groups": [{"params": [0], "betas": (0.9, 0.99)}]}
+    return state
+
+
+def test_packed_round_trip_is_exact_for_every_dtype_and_shape(tmp_path: Path) -> None:
+    state = _mixed_state()
+    path = tmp_path / "mixed.pt"
+    sha, _ = save_checkpoint(state, path)
+    back = load_checkpoint(path, sha)
+    assert back["format"] == FORMAT == "nanecho-checkpoint/2"
+    for key, tensor in state["model"].items():
+        got = back["model"][key]
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape, key
+        assert torch.equal(got, tensor), key
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], torch.ones(4))
+    assert back["optimizer"]["param_groups"] == [{"params": [0], "betas": (0.9, 0.99)}]
+    assert back["cursor"]["batches_drawn"] == 1 and back["iteration"] == 1
+    generator = torch.Generator()
+    generator.set_state(back["cursor"]["generator"])
+    assert torch.equal(torch.rand(4, generator=generator), torch.rand(4, generator=torch.Generator().manual_seed(3)))
+
+
+def test_packed_file_is_one_tensor_record_and_identical_states_give_identical_bytes(tmp_path: Path) -> None:
+    import zipfile
+
+    state = _mixed_state()
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    sha_a, _ = save_checkpoint(state, a)
+    sha_b, _ = save_checkpoint(_mixed_state() | {"model": state["model"], "rng": state["rng"]}, b)
+    assert sha_a == sha_b  # padding is zeroed, not left as whatever memory held
+    with zipfile.ZipFile(a) as archive:
+        records = [n for n in archive.namelist() if "/data/" in n and not n.endswith(".pkl")]
+    assert len(records) == 1, records
+    raw = torch.load(a, weights_only=True)
+    assert set(raw) == {"format", "packed"} and raw["packed"]["blob"].dtype == torch.uint8
+
+
+def test_unpacked_format_1_checkpoints_still_load(tmp_path: Path) -> None:
+    state = _state()
+    state["format"] = "nanecho-checkpoint/1"
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    back = load_checkpoint(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert back["format"] == "nanecho-checkpoint/1"
+    assert torch.equal(back["model"]["w"], state["model"]["w"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda p: p["tensors"][0].__setitem__(2, 1 << 40), "packed tensor 0 lies outside the blob"),
+        (lambda p: p["tensors"][0].__setitem__(2, 3), "packed tensor 0 lies outside the blob"),
+        (lambda p: p["tensors"][0].__setitem__(0, "torch.complex64"), "packed tensor 0 has a malformed manifest entry"),
+        (lambda p: p["tensors"][0].__setitem__(1, [-1]), "packed tensor 0 has a malformed manifest entry"),
+        (lambda p: p["tensors"].__setitem__(0, "junk"), "packed tensor 0 has a malformed manifest entry"),
+        (lambda p: p.__setitem__("blob", torch.zeros(8)), "packed blob is not a 1-D uint8 tensor"),
+        (lambda p: p["tree"]["model"].__setitem__("w", {"__nanecho_packed_tensor__": 99}), "reference 99 is out of range"),
+        (lambda p: p.pop("tree"), "packed tensors lack tensors/blob/tree"),
+    ],
+)
+def test_a_packed_file_whose_manifest_lies_is_refused_with_a_clear_error(tmp_path: Path, mutate, message) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(), path)
+    raw = torch.load(path, weights_only=True)
+    mutate(raw["packed"])
+    torch.save(raw, path)
+    with pytest.raises(NanechoError, match="checkpoint is damaged") as info:
+        load_checkpoint(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert message in str(info.value) and info.value.path == str(path)
+
+
+def test_a_packed_file_with_a_pickled_payload_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(), path)
+    raw = torch.load(path, weights_only=True)
+    raw["packed"]["tree"]["config"] = _Payload(marker)
+    torch.save(raw, path)
+    with pytest.raises(NanechoError, match="weights-only loader"):
+        load_checkpoint(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert not marker.exists()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from nanecho_core.checkpoint import load_checkpoint, save_checkpoint
+from nanecho_core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nanecho_core.data import load_splits
 from nanecho_core.presets import resolve_config
 from nanecho_core.signals import StopRequest
@@ -38,7 +38,7 @@ class Run:
 
     def save(self, trainer: Trainer) -> None:
         path = self.dir / f"{len(self.saved):03d}-{trainer.iteration}.pt"
-        state = {"format": "nanecho-checkpoint/1", "id": path.stem, "config": self.config, "fingerprints": {}}
+        state = {"format": FORMAT, "id": path.stem, "config": self.config, "fingerprints": {}}
         state.update(trainer.training_state())
         self.saved.append((path, save_checkpoint(state, path)[0]))
 
