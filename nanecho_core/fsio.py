@@ -195,6 +195,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return parse_json(text, path)
 
 
+def is_blank(line: str | bytes) -> bool:
+    """A JSON Lines line holding only JSON whitespace (space, tab, CR), so nothing to read.
+
+    Not str.strip(): Python counts \\x1c-\\x1f and U+0085 as whitespace, JSON does not, and
+    such a line must be refused as invalid JSON rather than skipped as empty.
+    """
+    return not (line.strip(b" \t\r") if isinstance(line, bytes) else line.strip(" \t\r"))
+
+
 def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)

@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import parse_json
+from nanecho_core.fsio import is_blank, parse_json
 from nanecho_core.summary import downsample
 from nanecho_core.summary_html import Chart, Series, html_table, page, svg_chart
 from nanecho_core.summary_md import MERMAID_ONE_LINE, fmt_loss, md_table, mermaid_number
@@ -87,8 +87,8 @@ def load_legacy_history(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise NanechoError(f"cannot read: {exc}", name) from exc
     versions: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is valid JSON
+        if not is_blank(line):
             try:
                 doc = parse_json(line, name)
             except NanechoError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import parse_json, sha256_file
+from nanecho_core.fsio import is_blank, parse_json, sha256_file
 from nanecho_core.index import pick_best, pick_latest
 from nanecho_core.store import RunPaths, is_verified, read_metadata
 
@@ -108,10 +108,10 @@ def _sessions_problems(paths: RunPaths) -> list[str]:
         lines = paths.sessions.read_bytes().split(b"\n")
     except FileNotFoundError:
         return []
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    last = max((i for i, line in enumerate(lines) if not is_blank(line)), default=-1)
     problems = []
     for number, line in enumerate(lines):
-        if not line.strip():
+        if is_blank(line):
             continue
         try:
             json.loads(line)

@@ -18,6 +18,7 @@ from nanecho_core.fsio import (
     dumps_canonical,
     dumps_line,
     exclusive_lock,
+    is_blank,
     parse_json,
     read_json,
     safe_join,
@@ -220,9 +221,9 @@ def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise NanechoError(f"cannot read sessions log: {exc}", paths.sessions) from exc
     records: list[dict[str, Any]] = []
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    last = max((i for i, line in enumerate(lines) if not is_blank(line)), default=-1)
     for number, line in enumerate(lines):
-        if not line.strip():
+        if is_blank(line):
             continue
         try:
             record = parse_json(line, paths.sessions)

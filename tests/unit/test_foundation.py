@@ -15,6 +15,7 @@ from nanecho_core.fsio import (
     atomic_write_json,
     atomic_writer,
     dumps_canonical,
+    is_blank,
     read_json,
     safe_join,
     sha256_file,
@@ -139,6 +140,19 @@ def test_store_reads_sessions_skipping_only_a_torn_tail(tmp_path: Path) -> None:
     paths.sessions.write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
     with pytest.raises(NanechoError, match="line 2 is not valid JSON"):
         store.read_sessions(paths)
+
+
+@pytest.mark.parametrize("junk", ["\x1c", "\x1f", "\x85", "\x0c"])
+def test_a_line_of_python_only_whitespace_is_invalid_json_not_a_blank_line(tmp_path: Path, junk: str) -> None:
+    # Found by the summarize fuzzer: str.strip() took "\x1c" for an empty line and skipped it.
+    paths = store.run_paths(tmp_path, ".training-progress/r")
+    store.append_session(paths, make_session("20261124T000000Z-aaaaaa"))
+    with open(paths.sessions, "a", encoding="utf-8") as handle:
+        handle.write(junk + "\n" + " \t\r\n")  # then a line that is blank by JSON's rules
+    store.append_session(paths, make_session("20261124T000100Z-bbbbbb", 100, 200))
+    with pytest.raises(NanechoError, match="line 2 is not valid JSON"):
+        store.read_sessions(paths)
+    assert is_blank(" \t\r") and is_blank(b"") and not is_blank(junk) and not is_blank(junk.encode())
 
 
 def test_store_refuses_run_dirs_outside_root(tmp_path: Path) -> None:

@@ -99,3 +99,14 @@ def test_an_empty_or_missing_history_is_an_error(tmp_path: Path) -> None:
         load_legacy_history(tmp_path / "empty.jsonl")
     with pytest.raises(NanechoError, match="file not found"):
         load_legacy_history(tmp_path / "absent.jsonl")
+
+
+def test_a_line_separator_inside_a_json_string_does_not_split_the_record(tmp_path: Path) -> None:
+    # U+2028 and U+0085 are legal raw inside JSON strings; str.splitlines() would cut the line there.
+    first = json.loads(FIXTURE.read_text().splitlines()[0])
+    first["summary"]["note"] = "before\u2028after\x85end"
+    path = tmp_path / "history.jsonl"
+    path.write_text(json.dumps(first, ensure_ascii=False) + "\n", encoding="utf-8")
+    history = load_legacy_history(path)
+    assert history["versions"] == 1
+    assert history["history"][0]["iteration"] == first["summary"]["best_checkpoint"]["iteration"]
