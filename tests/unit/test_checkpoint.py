@@ -155,7 +155,10 @@ def _mixed_state() -> dict:
         "empty": torch.zeros(0, 4),
         "strided": torch.arange(20.0).reshape(4, 5).t(),  # non-contiguous
     }
-    state["optimizer"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(4)}}, "param_groups": [{"params": [0], "betas": (0.9, 0.99)}]}
+    state["optimizer"] = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(4)}},
+        "param_groups": [{"params": [0], "betas": (0.9, 0.99)}],
+    }
     return state
 
 
@@ -174,7 +177,9 @@ def test_packed_round_trip_is_exact_for_every_dtype_and_shape(tmp_path: Path) ->
     assert back["cursor"]["batches_drawn"] == 1 and back["iteration"] == 1
     generator = torch.Generator()
     generator.set_state(back["cursor"]["generator"])
-    assert torch.equal(torch.rand(4, generator=generator), torch.rand(4, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        torch.rand(4, generator=generator), torch.rand(4, generator=torch.Generator().manual_seed(3))
+    )
 
 
 def test_packed_file_is_one_tensor_record_and_identical_states_give_identical_bytes(tmp_path: Path) -> None:
@@ -207,15 +212,23 @@ def test_unpacked_format_1_checkpoints_still_load(tmp_path: Path) -> None:
     [
         (lambda p: p["tensors"][0].__setitem__(2, 1 << 40), "packed tensor 0 lies outside the blob"),
         (lambda p: p["tensors"][0].__setitem__(2, 3), "packed tensor 0 lies outside the blob"),
-        (lambda p: p["tensors"][0].__setitem__(0, "torch.complex64"), "packed tensor 0 has a malformed manifest entry"),
+        (
+            lambda p: p["tensors"][0].__setitem__(0, "torch.complex64"),
+            "packed tensor 0 has a malformed manifest entry",
+        ),
         (lambda p: p["tensors"][0].__setitem__(1, [-1]), "packed tensor 0 has a malformed manifest entry"),
         (lambda p: p["tensors"].__setitem__(0, "junk"), "packed tensor 0 has a malformed manifest entry"),
         (lambda p: p.__setitem__("blob", torch.zeros(8)), "packed blob is not a 1-D uint8 tensor"),
-        (lambda p: p["tree"]["model"].__setitem__("w", {"__nanecho_packed_tensor__": 99}), "reference 99 is out of range"),
+        (
+            lambda p: p["tree"]["model"].__setitem__("w", {"__nanecho_packed_tensor__": 99}),
+            "reference 99 is out of range",
+        ),
         (lambda p: p.pop("tree"), "packed tensors lack tensors/blob/tree"),
     ],
 )
-def test_a_packed_file_whose_manifest_lies_is_refused_with_a_clear_error(tmp_path: Path, mutate, message) -> None:
+def test_a_packed_file_whose_manifest_lies_is_refused_with_a_clear_error(
+    tmp_path: Path, mutate, message
+) -> None:
     path = tmp_path / "c.pt"
     save_checkpoint(_state(), path)
     raw = torch.load(path, weights_only=True)
