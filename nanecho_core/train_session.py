@@ -123,10 +123,23 @@ def _read_start(req: TrainRequest, model_fp: str) -> _Start:
     return _Start(selection["source"], None, str(chosen["id"]), None, regression, state, os.fspath(path))
 
 
-def _check_data(start: _Start, data_fp: str, eval_fp: str) -> None:
+EVAL_SET_KEYS = ("eval_iters", "batch_size")  # with the eval split and block size, they fix the eval batches
+
+
+def _check_data(start: _Start, data_fp: str, eval_fp: str, train_cfg: dict[str, Any]) -> None:
     if start.state is None or start.source == "init":
         return
     fps = start.state["fingerprints"]
+    before = start.state.get("config", {}).get("train", {})
+    changed = [k for k in EVAL_SET_KEYS if k in before and before[k] != train_cfg[k]]
+    if changed:
+        was = ", ".join(f"train.{k} {before[k]}" for k in changed)
+        now = ", ".join(f"{train_cfg[k]}" for k in changed)
+        raise NanechoError(
+            f"checkpoint's val losses were measured with {was}; this config has {now}: a different eval "
+            "set, so losses would not be comparable: keep those settings to resume, or use --init-from",
+            start.where,
+        )
     if fps["eval"] != eval_fp:
         raise NanechoError(
             "checkpoint was evaluated on a different eval split (eval fingerprint differs); "
@@ -178,7 +191,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
     block = int(config["model"]["block_size"])
     tokens = data_mod.cached_tokens(corpus_bytes, paths.data_cache_dir)
     splits = data_mod.split_tokens(tokens, float(config["data"]["eval_fraction"]), block)
-    _check_data(start, splits.data_fingerprint, splits.eval_fingerprint)
+    _check_data(start, splits.data_fingerprint, splits.eval_fingerprint, config["train"])
 
     trainer = Trainer(config, splits, device, dist=dist)
     start_val: float | None = None

@@ -115,6 +115,34 @@ def test_fresh_selection_starts_fresh_with_its_reason(root: Path) -> None:
     assert record["regression_allowed"] is False and record["end_iteration"] == 3
 
 
+@pytest.mark.parametrize(("key", "value"), [("eval_iters", 3), ("batch_size", 5)])
+def test_resuming_with_a_different_eval_set_is_refused(root: Path, key: str, value: int) -> None:
+    # eval batches = f(eval split, block, batch_size, eval_iters): the split's fingerprint alone
+    # cannot tell that the val losses of the two sessions would not be comparable.
+    assert train(root, "--iters", "4").exit_code == 0
+    entry = step(root)["checkpoints"][-1]
+    write_selection(root / "sel.json", entry, Path(RUN) / entry["file"])
+    config = json.loads((root / "tiny.json").read_text())
+    was = config["train"][key]
+    assert was != value
+    config["train"][key] = value
+    (root / "other.json").write_text(json.dumps(config))
+    argv = ["--config", str(root / "other.json"), "--resume", str(root / "sel.json"), "--iters", "2"]
+    result = train(root, *argv, out="other-step.json")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"Error: {root / RUN / entry['file']}: checkpoint's val losses were measured with train.{key} {was}; "
+        f"this config has {value}: a different eval set, so losses would not be comparable: keep those "
+        "settings to resume, or use --init-from"
+    ]
+    assert not (root / "other-step.json").exists()
+    ckpt = root / RUN / entry["file"]
+    result = train(
+        root, "--config", str(root / "other.json"), "--init-from", str(ckpt), "--iters", "1", out="i.json"
+    )
+    assert result.exit_code == 0, result.stderr
+
+
 @pytest.mark.slow
 def test_resuming_into_a_different_architecture_is_refused_but_init_from_works(root: Path) -> None:
     assert train(root, "--iters", "5").exit_code == 0
