@@ -167,6 +167,10 @@ def sha256_bytes(data: bytes) -> str:
 def safe_join(base: str | os.PathLike[str], relative: str, *, what: str = "path") -> Path:
     """Join `relative` under `base`, refusing absolute paths, `..` escapes and symlinks out of base."""
     base_path = Path(base)
+    if any(
+        ord(c) < 0x20 for c in relative
+    ):  # NUL would crash the OS calls below; the rest is never a real name
+        raise NanechoError(f"{what} {relative!r} contains control characters")
     rel = Path(relative)
     if rel.is_absolute() or relative.startswith(("/", "\\")):
         raise NanechoError(f"{what} must be relative to {base_path}, got absolute {relative!r}")

@@ -101,6 +101,11 @@ def test_record_missing_step_and_escaping_file_are_errors(tmp_path: Path) -> Non
     assert bad.exit_code == 2
     assert bad.stderr.startswith(f"Error: {step}:$.checkpoints[0].file: does not match the session schema")
     assert not (tmp_path / RUN / "cache/metadata.json").exists()
+    entry["file"] = "cache/checkpoints/a\x00b.pt"  # the fuzzer's case: a traceback before
+    atomic_write_json(step, make_session(checkpoints=[entry]))
+    nul = invoke("record", str(step), "--root", str(tmp_path), "--run", RUN)
+    assert nul.exit_code == 2 and nul.stderr.count("\n") == 1, nul.stderr
+    assert nul.stderr.startswith(f"Error: {step}:$.checkpoints[0].file: does not match the session schema")
 
 
 def test_record_refuses_a_session_of_another_run(tmp_path: Path) -> None:

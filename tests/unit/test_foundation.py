@@ -60,7 +60,7 @@ def test_sha256_file_streams_content(tmp_path: Path) -> None:
     assert sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "\\\\server\\x"])
+@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "\\\\server\\x", "a\x00b", "a\nb"])
 def test_safe_join_refuses_escapes(tmp_path: Path, bad: str) -> None:
     with pytest.raises(NanechoError):
         safe_join(tmp_path, bad)

@@ -34,6 +34,8 @@ MUTATIONS: list[tuple[str, Any]] = [
     ("checkpoints.0.file", "../escape.pt"),
     ("checkpoints.0.file", "/abs.pt"),
     ("checkpoints.0.file", "a\\b.pt"),
+    ("checkpoints.0.file", "a\x00b.pt"),  # found by the fuzzer: crashed os.path.realpath
+    ("checkpoints.0.file", "a\tb.pt"),
     ("checkpoints.0.file", ""),
     ("checkpoints.0.sha256", "ABC"),
     ("checkpoints.0.created_at", "2026-11-24T00:00:00"),
