@@ -10,6 +10,7 @@ import datetime as dt
 import gc
 import heapq
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,9 +134,13 @@ def _session_tokens(rec: dict[str, Any]) -> int:
     trained = rec["end_iteration"] - rec["start_iteration"]
     tokens_seen = rec.get("tokens_seen")
     if tokens_seen and rec["end_iteration"] > 0:
-        return max(0, round(tokens_seen * trained / rec["end_iteration"]))
+        share = tokens_seen * trained / rec["end_iteration"]
+        if not math.isfinite(share):  # schema-valid integers as large as 1e308: exact integer arithmetic
+            share = int(tokens_seen) * int(trained) // int(rec["end_iteration"])
+        return max(0, round(share))
     if rec.get("tokens_per_s"):
-        return max(0, round(rec["tokens_per_s"] * rec["wall_s"]))
+        estimate = rec["tokens_per_s"] * rec["wall_s"]
+        return max(0, round(estimate)) if math.isfinite(estimate) else 0
     return 0
 
 

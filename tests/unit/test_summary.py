@@ -315,3 +315,20 @@ def test_outputs_stay_bounded_as_sessions_grow(tmp_path: Path) -> None:
     small, large = build(tmp_path / "s", 40), build(tmp_path / "l", 1500)
     assert large["json"] < small["json"] * 1.3
     assert large["md"] < small["md"] * 1.3
+
+
+def test_session_tokens_survive_schema_valid_huge_integers() -> None:
+    # Found by the summarize fuzzer: end_iteration 1e+308 is a valid JSON Schema integer, and
+    # tokens_seen * trained overflowed to inf before the division (OverflowError in round()).
+    from nanecho_core.summary import _session_tokens
+
+    rec = {
+        "start_iteration": 200,
+        "end_iteration": 1e308,
+        "tokens_seen": 192000,
+        "tokens_per_s": 1.0,
+        "wall_s": 1.0,
+    }
+    assert _session_tokens(rec) == 192000  # (1e308 - 200 is 1e308 in floats)
+    assert _session_tokens({**rec, "tokens_seen": 0, "tokens_per_s": 1e308, "wall_s": 1e308}) == 0
+    assert _session_tokens({**rec, "end_iteration": 400, "tokens_seen": 1000}) == 500
