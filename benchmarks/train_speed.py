@@ -110,6 +110,7 @@ def ours(iters: int, threads: int | None = None) -> dict[str, float]:
         "ms_per_iter": median * 1000,
         "tokens_per_s": trainer.tokens_per_iter / median,
         "model_flops_per_s": flops,
+        "tokens_per_iter": trainer.tokens_per_iter,
         "gemm_ms_per_iter": gemm_s * 1000,
         "ceiling_flops_per_s": flops * median / gemm_s,
         "data_load_s": t1 - t0,
@@ -151,7 +152,7 @@ def main() -> None:
             f"MFU {r['model_flops_per_s'] / peak:.1%} (threads {r['threads']})"
         )
     print(
-        f"the model's own matmuls alone (fwd + bwd, M = {int(best['tokens_per_s'] * best['ms_per_iter'] / 1000)} "
+        f"the model's own matmuls alone (fwd + bwd, M = {best['tokens_per_iter']} "
         f"tokens): {best['gemm_ms_per_iter']:.2f} ms/iter, so MFU <= "
         f"{best['ceiling_flops_per_s'] / peak:.1%} at these shapes; matmuls are "
         f"{best['gemm_ms_per_iter'] / best['ms_per_iter']:.0%} of an iteration"

@@ -2,7 +2,7 @@
 
 A checkpoint is one dict (see docs/contract.md) written with torch.save, its tensors packed into
 one byte blob (packing.py; format "nanecho-checkpoint/2", while "/1" files, one record per tensor,
-still load), through a stream that hashes every byte on its way to disk, then renamed into place;
+still load), fsynced while its bytes are hashed from the page cache, then renamed into place;
 its index entry is written beside it as `<id>.json` (the sidecar). Loading checks the sha256
 before torch ever parses the bytes, and parses them with weights_only=True, so a tampered or
 crafted file is refused, never executed.
@@ -103,15 +103,21 @@ def _fsync_and_hash(fd: int) -> tuple[str, int]:
     syncer.start()
     try:
         size = os.fstat(fd).st_size
-        digest = hashlib.sha256()
-        if size:
-            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
-                digest.update(mapped)
+        sha = _mapped_sha256(fd, size)
     finally:
         syncer.join()
     if failure:
         raise failure[0]
-    return digest.hexdigest(), size
+    return sha, size
+
+
+def _mapped_sha256(fd: int, size: int) -> str:
+    """sha256 of the file's first `size` bytes, read through mmap (no copy into Python memory)."""
+    digest = hashlib.sha256()
+    if size:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+            digest.update(mapped)
+    return digest.hexdigest()
 
 
 def write_sidecar(entry: dict[str, Any], pt_path: Path) -> Path:
@@ -169,8 +175,7 @@ def load_checkpoint(path: Path, expected_sha256: str | None) -> dict[str, Any]:
             raise NanechoError("checkpoint file is empty (0 bytes)", path)
         if expected_sha256 is None:
             return _parse(io.BytesIO(handle.read()), path, mapped=False)
-        with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) as view:
-            actual = hashlib.sha256(view).hexdigest()
+        actual = _mapped_sha256(handle.fileno(), size)
         if actual != expected_sha256:
             raise NanechoError(
                 f"checkpoint sha256 mismatch (expected {expected_sha256[:12]}…, got {actual[:12]}…): "

@@ -13,6 +13,8 @@ with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,32 +48,27 @@ def pack(state: dict[str, Any]) -> dict[str, Any]:
     tensors: list[torch.Tensor] = []
 
     def strip(node: Any) -> Any:
-        if isinstance(node, torch.Tensor):
-            tensors.append(node.detach())
-            return {PLACEHOLDER: len(tensors) - 1}
-        if isinstance(node, dict):
-            return {key: strip(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [strip(value) for value in node]
-        if isinstance(node, tuple):
-            return tuple(strip(value) for value in node)
-        return node
+        if not isinstance(node, torch.Tensor):
+            return None
+        tensors.append(node.detach())
+        return {PLACEHOLDER: len(tensors) - 1}
 
-    tree = strip(state)
+    tree = _rebuild(state, strip)
     manifest: list[list[Any]] = []
+    spans: list[tuple[int, int, int]] = []  # (start, data bytes, end of padding) in the blob
     offset = 0
     for tensor in tensors:
         if str(tensor.dtype) not in _DTYPES:
             raise TypeError(f"cannot pack a {tensor.dtype} tensor")
         manifest.append([str(tensor.dtype), list(tensor.shape), offset])
-        offset += -(-tensor.numel() * tensor.element_size() // ALIGN) * ALIGN
-    blob = torch.empty(offset, dtype=torch.uint8)
-    for tensor, (_, _, start) in zip(tensors, manifest, strict=True):
         nbytes = tensor.numel() * tensor.element_size()
-        end = -(-nbytes // ALIGN) * ALIGN
+        spans.append((offset, nbytes, offset + -(-nbytes // ALIGN) * ALIGN))
+        offset = spans[-1][2]
+    blob = torch.empty(offset, dtype=torch.uint8)
+    for tensor, (start, nbytes, end) in zip(tensors, spans, strict=True):
         if nbytes:
             blob[start : start + nbytes].copy_(tensor.reshape(-1).view(torch.uint8))
-        blob[start + nbytes : start + end].zero_()  # padding: identical states, identical bytes
+        blob[start + nbytes : end].zero_()  # padding: identical states, identical bytes
     return {"tensors": manifest, "blob": blob, "tree": tree}
 
 
@@ -87,20 +84,28 @@ def unpack(packed: Any) -> Any:
     views = [_view(blob, k, entry) for k, entry in enumerate(manifest)]
 
     def fill(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {PLACEHOLDER}:
-                index = node[PLACEHOLDER]
-                if not isinstance(index, int) or not 0 <= index < len(views):
-                    raise PackError(f"packed tensor reference {index!r} is out of range")
-                return views[index]
-            return {key: fill(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [fill(value) for value in node]
-        if isinstance(node, tuple):
-            return tuple(fill(value) for value in node)
-        return node
+        if not (isinstance(node, dict) and set(node) == {PLACEHOLDER}):
+            return None
+        index = node[PLACEHOLDER]
+        if not isinstance(index, int) or not 0 <= index < len(views):
+            raise PackError(f"packed tensor reference {index!r} is out of range")
+        return views[index]
 
-    return fill(packed["tree"])
+    return _rebuild(packed["tree"], fill)
+
+
+def _rebuild(node: Any, replace: Callable[[Any], Any]) -> Any:
+    """A copy of a tree of dicts, lists and tuples; `replace(node)` gives a node's stand-in, or None."""
+    stand_in = replace(node)
+    if stand_in is not None:
+        return stand_in
+    if isinstance(node, dict):
+        return {key: _rebuild(value, replace) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_rebuild(value, replace) for value in node]
+    if isinstance(node, tuple):
+        return tuple(_rebuild(value, replace) for value in node)
+    return node
 
 
 def _view(blob: torch.Tensor, k: int, entry: Any) -> torch.Tensor:
@@ -111,10 +116,7 @@ def _view(blob: torch.Tensor, k: int, entry: Any) -> torch.Tensor:
             raise ValueError
     except (TypeError, ValueError, KeyError):
         raise PackError(f"packed tensor {k} has a malformed manifest entry") from None
-    numel = 1
-    for n in shape:
-        numel *= n
-    nbytes = numel * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if start < 0 or start % ALIGN or start + nbytes > blob.numel():
         raise PackError(f"packed tensor {k} lies outside the blob")
     if nbytes == 0:
