@@ -20,6 +20,7 @@ BUNDLED_CORPUS = "tinyshakespeare.txt"
 # Eval batches are drawn from their own generator with a fixed seed: the same windows in every
 # session, independent of the training seed and state, so val losses are comparable over time.
 EVAL_SEED = 0x5EED_E7A1
+EVAL_SET_FINGERPRINT_TAG = b"nanecho-eval-set/1\n"  # so a digest of batches never equals a split's
 
 
 def bundled_corpus_bytes() -> bytes:
@@ -65,7 +66,7 @@ class Splits:
     train: torch.Tensor
     eval: torch.Tensor
     data_fingerprint: str
-    eval_fingerprint: str
+    eval_split_fingerprint: str
 
 
 def split_tokens(tokens: np.ndarray, eval_fraction: float, block_size: int) -> Splits:
@@ -84,7 +85,7 @@ def split_tokens(tokens: np.ndarray, eval_fraction: float, block_size: int) -> S
         train=torch.from_numpy(np.asarray(train_np, dtype=np.int64)),
         eval=torch.from_numpy(np.asarray(eval_np, dtype=np.int64)),
         data_fingerprint=hashlib.sha256(np.ascontiguousarray(train_np).tobytes()).hexdigest(),
-        eval_fingerprint=hashlib.sha256(np.ascontiguousarray(eval_np).tobytes()).hexdigest(),
+        eval_split_fingerprint=hashlib.sha256(np.ascontiguousarray(eval_np).tobytes()).hexdigest(),
     )
 
 
@@ -130,3 +131,16 @@ def eval_batches(
     """The fixed eval set: `count` batches of windows drawn with EVAL_SEED (same in every session)."""
     cursor = BatchCursor(tokens, batch_size, block_size, EVAL_SEED)
     return [cursor.next_batch() for _ in range(count)]
+
+
+def eval_set_fingerprint(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """sha256 over the eval batches' tokens (inputs and targets, in order).
+
+    Two val losses are comparable exactly when this is equal: it changes with the eval split and
+    with everything that picks windows from it (batch size, block size, eval_iters, the seed).
+    """
+    digest = hashlib.sha256(EVAL_SET_FINGERPRINT_TAG)
+    for x, y in batches:
+        for part in (x, y):
+            digest.update(np.ascontiguousarray(part.cpu().numpy(), dtype="<i8").tobytes())
+    return digest.hexdigest()

@@ -18,6 +18,7 @@ from nanecho_core.fsio import atomic_write_json
 from nanecho_core.presets import load_config_file, resolve_config
 
 if TYPE_CHECKING:
+    from nanecho_core.data import Splits
     from nanecho_core.distributed import Distributed
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,8 @@ def _read_start(req: TrainRequest, model_fp: str) -> _Start:
 EVAL_SET_KEYS = ("eval_iters", "batch_size")  # with the eval split and block size, they fix the eval batches
 
 
-def _check_data(start: _Start, data_fp: str, eval_fp: str, train_cfg: dict[str, Any]) -> None:
+def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str, Any]) -> None:
+    """Refuse to resume a lineage on other data or with losses measured on another eval set."""
     if start.state is None or start.source == "init":
         return
     fps = start.state["fingerprints"]
@@ -140,13 +142,16 @@ def _check_data(start: _Start, data_fp: str, eval_fp: str, train_cfg: dict[str, 
             "set, so losses would not be comparable: keep those settings to resume, or use --init-from",
             start.where,
         )
-    if fps["eval"] != eval_fp:
+    # Checkpoints from before eval-set fingerprints carry only the split's (no "eval_split" key);
+    # with the settings checked above, an equal split means the same eval batches.
+    legacy = "eval_split" not in fps and fps["eval"] == splits.eval_split_fingerprint
+    if fps["eval"] != eval_fp and not legacy:
         raise NanechoError(
-            "checkpoint was evaluated on a different eval split (eval fingerprint differs); "
+            "checkpoint was evaluated on a different eval set (eval fingerprint differs); "
             "its losses are not comparable: start fresh or use --init-from",
             start.where,
         )
-    if fps["data"] != data_fp:
+    if fps["data"] != splits.data_fingerprint:
         raise NanechoError(
             "checkpoint was trained on different data (data fingerprint differs); use --init-from to "
             "start a new run from its weights",
@@ -191,9 +196,8 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
     block = int(config["model"]["block_size"])
     tokens = data_mod.cached_tokens(corpus_bytes, paths.data_cache_dir)
     splits = data_mod.split_tokens(tokens, float(config["data"]["eval_fraction"]), block)
-    _check_data(start, splits.data_fingerprint, splits.eval_fingerprint, config["train"])
-
     trainer = Trainer(config, splits, device, dist=dist)
+    _check_data(start, splits, trainer.eval_fingerprint, config["train"])
     start_val: float | None = None
     if start.state is not None:
         if start.source == "init":
@@ -208,7 +212,8 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
         "model": model_fp,
         "tokenizer": tokenizer_fingerprint(data_mod.TOKENIZER),
         "data": splits.data_fingerprint,
-        "eval": splits.eval_fingerprint,
+        "eval": trainer.eval_fingerprint,
+        "eval_split": splits.eval_split_fingerprint,
     }
     written: list[dict[str, Any]] = []
     parent = [start.resumed_from or start.init_from]
@@ -249,7 +254,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
             "model_fingerprint": model_fp,
             "tokenizer": dict(data_mod.TOKENIZER),
             "data_fingerprint": splits.data_fingerprint,
-            "eval_fingerprint": splits.eval_fingerprint,
+            "eval_fingerprint": trainer.eval_fingerprint,
             "storage": {"cache_key": env.cache_key(), "artifact_name": None, "present_locally": True},
             "status": "ok",
             "tags": [],

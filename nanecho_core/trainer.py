@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nanecho_core.checkpoint import capture_rng, restore_rng
-from nanecho_core.data import BatchCursor, Splits, eval_batches
+from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_fingerprint
 from nanecho_core.errors import NanechoError
 from nanecho_core.malloc_tuning import retain_freed_memory
 from nanecho_core.model import GPT, GPTConfig
@@ -154,10 +154,9 @@ class Trainer:
         block = self.model_config.block_size
         batch = int(self.train_cfg["batch_size"])
         self.cursor = BatchCursor(splits.train, batch, block, seed)
-        self.eval_set = [
-            (x.to(device), y.to(device))
-            for x, y in eval_batches(splits.eval, batch, block, int(self.train_cfg["eval_iters"]))
-        ]
+        batches = eval_batches(splits.eval, batch, block, int(self.train_cfg["eval_iters"]))
+        self.eval_fingerprint = eval_set_fingerprint(batches)
+        self.eval_set = [(x.to(device), y.to(device)) for x, y in batches]
         self.iteration = 0
         self.tokens_seen = 0
         self.best_val_loss: float | None = None

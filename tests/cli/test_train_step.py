@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nanecho_core import schema
-from nanecho_core.checkpoint import load_checkpoint
+from nanecho_core.checkpoint import load_checkpoint, save_checkpoint
 from nanecho_tools.train_step import app
 from tests.trainer_support import assert_same_training_state, write_corpus, write_selection, write_tiny_config
 
@@ -141,6 +141,41 @@ def test_resuming_with_a_different_eval_set_is_refused(root: Path, key: str, val
         root, "--config", str(root / "other.json"), "--init-from", str(ckpt), "--iters", "1", out="i.json"
     )
     assert result.exit_code == 0, result.stderr
+    # The new lineage's losses come from other eval batches: its entries say so, so ckpt-select and
+    # the index never rank them against the first lineage's.
+    new_entry = step(root, "i.json")["checkpoints"][-1]
+    assert new_entry["data_fingerprint"] == entry["data_fingerprint"]
+    assert new_entry["eval_fingerprint"] != entry["eval_fingerprint"]
+
+
+@pytest.mark.parametrize("matches_split", [True, False])
+def test_checkpoints_from_before_eval_set_fingerprints_still_resume(root: Path, matches_split: bool) -> None:
+    # Older checkpoints fingerprinted only the eval split; with the same eval settings (checked
+    # separately) that still identifies the eval batches, so they resume; any other value is refused.
+    assert train(root, "--iters", "4").exit_code == 0
+    entry = step(root)["checkpoints"][-1]
+    pt = root / RUN / entry["file"]
+    state = load_checkpoint(pt, entry["sha256"])
+    split_fp = state["fingerprints"].pop("eval_split")
+    assert state["fingerprints"]["eval"] == entry["eval_fingerprint"] != split_fp
+    old_fp = split_fp if matches_split else "0" * 64
+    state["fingerprints"]["eval"] = old_fp
+    sha, size = save_checkpoint(state, pt)
+    old_entry = {**entry, "sha256": sha, "bytes": size, "eval_fingerprint": old_fp}
+    write_selection(root / "sel.json", old_entry, Path(RUN) / entry["file"])
+    result = train(root, "--resume", str(root / "sel.json"), "--iters", "2", out="b.json")
+    if matches_split:
+        assert result.exit_code == 0, result.stderr
+        resumed = step(root, "b.json")
+        assert resumed["start_iteration"] == 4 and resumed["resumed_from"] == entry["id"]
+        assert resumed["checkpoints"][-1]["eval_fingerprint"] == entry["eval_fingerprint"]
+    else:
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [
+            f"Error: {pt}: checkpoint was evaluated on a different eval set (eval fingerprint differs); "
+            "its losses are not comparable: start fresh or use --init-from"
+        ]
+        assert not (root / "b.json").exists()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from nanecho_core.data import (
     bundled_corpus_bytes,
     cached_tokens,
     eval_batches,
+    eval_set_fingerprint,
     load_splits,
     read_corpus,
     split_tokens,
@@ -41,7 +42,24 @@ def test_eval_split_is_the_last_tenth_and_never_overlaps_train() -> None:
     assert splits.eval.tolist() == list(range(900, 1000))
     assert not set(splits.train.tolist()) & set(splits.eval.tolist())
     assert splits.data_fingerprint == hashlib.sha256(tokens[:900].tobytes()).hexdigest()
-    assert splits.eval_fingerprint == hashlib.sha256(tokens[900:].tobytes()).hexdigest()
+    assert splits.eval_split_fingerprint == hashlib.sha256(tokens[900:].tobytes()).hexdigest()
+
+
+def test_eval_set_fingerprint_changes_with_everything_that_picks_the_eval_windows() -> None:
+    splits = split_tokens(np.arange(3000, dtype=np.uint16) % 251, 0.1, 8)
+
+    def fp(split: torch.Tensor = splits.eval, batch: int = 4, block: int = 8, count: int = 3) -> str:
+        return eval_set_fingerprint(eval_batches(split, batch, block, count))
+
+    base = fp()
+    assert fp() == base  # the same windows every time: a fixed seed, not the training RNG
+    others = [fp(batch=5), fp(block=7), fp(count=4), fp(split=splits.eval.roll(1))]
+    assert len({base, *others}) == 5
+    assert base != splits.eval_split_fingerprint
+    x, y = eval_batches(splits.eval, 4, 8, 1)[0]
+    assert fp(count=1) == eval_set_fingerprint([(x.clone(), y.clone())])
+    y[0, 0] += 1  # a target alone changes the losses, so it changes the fingerprint
+    assert fp(count=1) != eval_set_fingerprint([(x, y)])
 
 
 def test_training_batches_never_read_eval_tokens() -> None:
