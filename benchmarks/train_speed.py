@@ -74,6 +74,32 @@ def import_seconds() -> float:
     return float(out)
 
 
+def ms_per_iter_at_batch_1(iters: int) -> float:
+    """ms/iter of the ci config at batch size 1 (see fixed_ms_per_iter)."""
+    from nanecho_core.data import load_splits
+    from nanecho_core.presets import resolve_config
+    from nanecho_core.trainer import Trainer
+
+    config = resolve_config("ci", {"train": {"batch_size": 1}})
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = load_splits(None, Path(tmp) / "cache", 0.1, config["model"]["block_size"])
+        trainer = Trainer(config, splits, "cpu")
+        times = []
+        for _ in range(iters):
+            s = time.perf_counter()
+            trainer.train_one_iteration()
+            times.append(time.perf_counter() - s)
+    return statistics.median(times[SKIP:]) * 1000
+
+
+def fixed_ms_per_iter(one_row_ms: float, rows: int, rows_ms: float) -> float:
+    """What an iteration costs whatever its batch (Python dispatch, autograd bookkeeping, the
+    optimizer over ~50 small tensors): the batch-1 time less one row's share of the compute,
+    extrapolated linearly from batch 1 to batch `rows` (time grows linearly in rows here)."""
+    per_row = (rows_ms - one_row_ms) / (rows - 1)
+    return one_row_ms - per_row
+
+
 def ours(iters: int, threads: int | None = None) -> dict[str, float]:
     import torch
 
@@ -111,6 +137,7 @@ def ours(iters: int, threads: int | None = None) -> dict[str, float]:
         "tokens_per_s": trainer.tokens_per_iter / median,
         "model_flops_per_s": flops,
         "tokens_per_iter": trainer.tokens_per_iter,
+        "batch_size": int(config["train"]["batch_size"]),
         "gemm_ms_per_iter": gemm_s * 1000,
         "ceiling_flops_per_s": flops * median / gemm_s,
         "data_load_s": t1 - t0,
@@ -156,6 +183,13 @@ def main() -> None:
         f"tokens): {best['gemm_ms_per_iter']:.2f} ms/iter, so MFU <= "
         f"{best['ceiling_flops_per_s'] / peak:.1%} at these shapes; matmuls are "
         f"{best['gemm_ms_per_iter'] / best['ms_per_iter']:.0%} of an iteration"
+    )
+    rows = int(best["batch_size"])
+    fixed = fixed_ms_per_iter(ms_per_iter_at_batch_1(iters), rows, best["ms_per_iter"])
+    bound = best["ceiling_flops_per_s"] * best["gemm_ms_per_iter"] / (best["gemm_ms_per_iter"] + fixed)
+    print(
+        f"fixed cost of an iteration (dispatch, autograd, optimizer; batch 1 vs {rows}): {fixed:.2f} ms; "
+        f"matmuls + that alone, with attention, GELU, LayerNorm and loss free: MFU <= {bound / peak:.1%}"
     )
     print(
         f"per-session overhead: data load {best['data_load_s']:.2f} s, model+optimizer build "
