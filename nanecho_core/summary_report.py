@@ -7,6 +7,7 @@ input or a README without markers leaves every file as it was.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from nanecho_core.summary_doc import summary_document
 log = logging.getLogger(__name__)
 
 FORMATS = ("json", "md", "html", "term")
+MAX_LOG_WIDTH = 240  # `--format term` outside a terminal: widest line printed
 
 
 @dataclass
@@ -188,6 +190,25 @@ def term_renderables(report: Report) -> list[Any]:
             )
         out.append(table)
     return out
+
+
+def print_term(renderables: list[Any]) -> None:
+    """Print rich tables: fitted to a terminal, at their natural width anywhere else.
+
+    Logs and pipes (CI, `| less`) have no width; rich would assume 80 columns and cut run names
+    and values to "nanec…". There, unless COLUMNS says otherwise, each table gets the width its
+    cells need (capped, so a pathological cell cannot produce a 10,000-column line).
+    """
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or "COLUMNS" in os.environ:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    for renderable in renderables:
+        natural = Console(width=MAX_LOG_WIDTH).measure(renderable).maximum
+        Console(width=max(80, min(natural, MAX_LOG_WIDTH))).print(renderable)
 
 
 def check_format(fmt: str | None) -> None:

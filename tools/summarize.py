@@ -79,7 +79,13 @@ def summarize(
         summarize --legacy-history tests/fixtures/training_summary_history.jsonl --format md
     """
     from nanecho_core.github import write_outputs
-    from nanecho_core.summary_report import check_format, legacy_report, summarize, term_renderables
+    from nanecho_core.summary_report import (
+        check_format,
+        legacy_report,
+        print_term,
+        summarize,
+        term_renderables,
+    )
 
     fmt = "json" if json_out else fmt
     check_format(fmt)
@@ -88,10 +94,7 @@ def summarize(
     else:
         report = summarize(root, runs or [], fmt, readme, step_summary, session, html, write=not no_write)
     if fmt == "term":
-        from rich.console import Console
-
-        for renderable in term_renderables(report):
-            Console().print(renderable)
+        print_term(term_renderables(report))
     elif report.text:
         typer.echo(report.text, nl=False)
     write_outputs(report.outputs)

@@ -54,7 +54,20 @@ def test_format_md_and_term_print_their_views(tmp_path: Path) -> None:
     assert md.stdout == (tmp_path / ".training-progress/PROGRESS.md").read_text()
     term = runner.invoke(app, ["--root", str(tmp_path), "--format", "term"])
     assert term.exit_code == 0, term.stderr
-    assert "NanEcho runs" in term.stdout and "nanecho-cached-ci" in term.stdout and "reset" in term.stdout
+    assert "NanEcho runs" in term.stdout and "reset" in term.stdout
+    # Not a terminal (a CI log): whole cells at the tables' natural width, not cut to 80 columns.
+    assert "…" not in term.stdout
+    runs_row = next(line for line in term.stdout.splitlines() if line.startswith("│ nanecho-cached-ci "))
+    assert runs_row.split("│")[1:3] == [" nanecho-cached-ci ", " ci     "]
+    assert max(map(len, term.stdout.splitlines())) > 80
+
+
+def test_format_term_honours_columns_outside_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    three_session_run(tmp_path)
+    monkeypatch.setenv("COLUMNS", "60")
+    term = runner.invoke(app, ["--root", str(tmp_path), "--format", "term"])
+    assert term.exit_code == 0, term.stderr
+    assert max(map(len, term.stdout.splitlines())) == 60 and "…" in term.stdout
 
 
 def test_format_html_prints_the_dashboard_and_html_path_writes_it(tmp_path: Path) -> None:
