@@ -246,17 +246,24 @@ def downsample(points: Sequence[Any], limit: int) -> list[Any]:
     return [points[round(i * step)] for i in range(limit)]
 
 
+def sample_stride(count: int, limit: int) -> int:
+    """The stride `stable_sample` uses for `count` items: 1 when all of them fit."""
+    stride = 1
+    if count > limit:
+        while (count - 2) // stride + 2 > limit:
+            stride *= 2
+    return stride
+
+
 def stable_sample(points: Sequence[Any], limit: int) -> list[Any]:
     """At most `limit` items: every stride-th (stride a power of two) plus the last.
 
     Unlike `downsample`, the picks do not move when an item is appended (until the stride doubles),
     so a committed file that shows the sample changes by a line per session, not all its lines.
     """
-    if len(points) <= limit:
+    stride = sample_stride(len(points), limit)
+    if stride == 1:
         return list(points)
-    stride = 1
-    while (len(points) - 2) // stride + 2 > limit:
-        stride *= 2
     picked = list(points[::stride])
     if (len(points) - 1) % stride:
         picked.append(points[-1])

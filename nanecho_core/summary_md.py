@@ -20,6 +20,7 @@ from nanecho_core.summary import (
     WORSE_CHECKPOINT,
     RunView,
     SessionRow,
+    sample_stride,
     stable_sample,
 )
 
@@ -178,7 +179,18 @@ def best_chart(view: RunView) -> str:
     table = md_table(
         ["tokens trained", "new best val loss"], [[fmt_count(x), fmt_loss(v)] for x, v in improvements]
     )
-    return chart + "\n<details><summary>Chart data: each new best</summary>\n\n" + table + "\n</details>\n"
+    # The chart reads the best at each grid step; the table lists improvements themselves, sampled
+    # once there are many: the summary says which, so the two are not mistaken for each other.
+    stride = sample_stride(len(curve), TABLE_POINTS)
+    which = "each new best" if stride == 1 else f"every {ordinal(stride)} new best and the last"
+    summary = f"Chart data: {which}"
+    return chart + f"\n<details><summary>{summary}</summary>\n\n" + table + "\n</details>\n"
+
+
+def ordinal(n: int) -> str:
+    """2 -> 2nd, 4 -> 4th, 32 -> 32nd, 1024 -> 1024th."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> str:

@@ -48,7 +48,8 @@ def test_json_prints_the_summary_document_the_file_holds(tmp_path: Path) -> None
         assert result.stdout == paths.summary.read_text()
 
 
-def test_format_md_and_term_print_their_views(tmp_path: Path) -> None:
+def test_format_md_and_term_print_their_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # pytest-xdist workers set COLUMNS=80
     three_session_run(tmp_path)
     md = runner.invoke(app, ["--root", str(tmp_path), "--format", "md"])
     assert md.stdout == (tmp_path / ".training-progress/PROGRESS.md").read_text()
@@ -62,7 +63,9 @@ def test_format_md_and_term_print_their_views(tmp_path: Path) -> None:
     assert max(map(len, term.stdout.splitlines())) > 80
 
 
-def test_format_term_honours_columns_outside_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_format_term_honours_columns_outside_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     three_session_run(tmp_path)
     monkeypatch.setenv("COLUMNS", "60")
     term = runner.invoke(app, ["--root", str(tmp_path), "--format", "term"])

@@ -12,9 +12,12 @@ from nanecho_core.summary_md import (
     README_END,
     README_START,
     comparison_table,
+    fmt_count,
+    fmt_loss,
     grid_best,
     mermaid_number,
     nice_step,
+    ordinal,
     progress_markdown,
     replace_readme_block,
     run_section,
@@ -50,6 +53,22 @@ def test_best_chart_samples_a_fixed_token_grid_and_lists_each_new_best(tmp_path:
     assert '    x-axis "tokens trained (k)" 0 --> 240\n' in section
     assert "    line [" + ", ".join(["2.5"] * 8 + ["2"] * 5) + "]\n" in section
     assert "| tokens trained | new best val loss |\n| --- | --- |\n| 76.8k | 2.5 |\n| 154k | 2 |\n" in section
+    assert "<summary>Chart data: each new best</summary>" in section
+
+
+def test_best_table_says_when_it_lists_only_every_kth_new_best(tmp_path: Path) -> None:
+    # 23 sessions, each ending on a new best: 23 improvements, more than the table's 16 rows.
+    sessions = [session(1, 0, 10, source="fresh", start_loss=None, end_loss=3.0)]
+    sessions += [
+        session(h, (h - 1) * 10, h * 10, start_loss=3.0, end_loss=3.0 - h / 100) for h in range(2, 24)
+    ]
+    view = build_run(write_run(tmp_path, sessions))
+    assert len(view.curve) == 23
+    section = run_section(view)
+    assert "<summary>Chart data: every 2nd new best and the last</summary>" in section
+    rows = section.split("| tokens trained | new best val loss |\n| --- | --- |\n")[1].split("\n\n")[0]
+    expected = view.curve[::2]  # every 2nd: 0, 2, …, 22, which is also the last
+    assert rows.splitlines() == [f"| {fmt_count(x)} | {fmt_loss(v)} |" for x, v in expected]
 
 
 def test_grid_samples_keep_their_values_as_the_run_grows() -> None:
@@ -69,6 +88,12 @@ def test_sessions_table_shows_only_the_last_twenty(tmp_path: Path) -> None:
     assert "### Val loss per session (last 20)" in section
     assert "| 4 | `" in section and "| 3 | `" not in section
     assert '"s4", ' in section and '"s3"' not in section
+
+
+def test_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 32, 64, 112, 1024)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "32nd", "64th", "112th", "1024th",
+    ]  # fmt: skip
 
 
 def test_mermaid_numbers_never_use_exponent_notation() -> None:
