@@ -25,8 +25,32 @@ Check = Callable[[Any], bool]
 
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "$defs", "$comment", "default", "examples"}
 _DATE_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))$", re.ASCII
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))\Z", re.ASCII
 )
+
+
+@cache
+def ecma_pattern(pattern: str) -> str:
+    r"""A JSON Schema (ECMA-262) `pattern` as a Python regex with the same meaning.
+
+    The one difference that matters here: ECMA's `$` matches only at the end of the string, while
+    Python's also matches before a final newline, which let `"ckpt-…-00000001\n"` pass `^…$`.
+    Each `$` anchor (outside a character class, not escaped) becomes `\Z`.
+    """
+    out, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = "\\Z"
+        out.append(char)
+    return "".join(out)
 
 
 @cache
@@ -81,7 +105,12 @@ def _json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _date_time(value: Any) -> bool:
+def is_date_time(value: Any) -> bool:
+    """RFC 3339 date-time, as both validators check it (jsonschema uses this function too).
+
+    Leap seconds (`:60`) are refused: Python's datetime cannot represent them, so a document
+    holding one could not be summarized.
+    """
     if not isinstance(value, str):
         return True
     match = _DATE_TIME.match(value)
@@ -92,7 +121,7 @@ def _date_time(value: Any) -> bool:
         dt.date(year, month, day)
     except ValueError:
         return False
-    if hour > 23 or minute > 59 or second > 60:
+    if hour > 23 or minute > 59 or second > 59:
         return False
     offset_ok = match.group(9) is None or (int(match.group(9)) <= 23 and int(match.group(10)) <= 59)
     return offset_ok
@@ -133,12 +162,12 @@ class _Compiler:
             elif key == "enum":
                 checks.append(lambda v, e=arg: any(_json_equal(v, c) for c in e))
             elif key == "pattern":
-                search = re.compile(arg).search
+                search = re.compile(ecma_pattern(arg)).search
                 checks.append(lambda v, s=search: not isinstance(v, str) or s(v) is not None)
             elif key == "format":
                 if arg != "date-time":
                     raise ValueError(f"fastschema: unsupported format {arg!r}")
-                checks.append(_date_time)
+                checks.append(is_date_time)
             elif key in ("minLength", "maxLength"):
                 lo = arg if key == "minLength" else 0
                 hi = arg if key == "maxLength" else None

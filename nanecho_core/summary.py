@@ -115,7 +115,8 @@ class RunView:
 
 
 def parse_timestamp(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """A timestamp that passed fastschema.is_date_time (any case of T and Z, any fraction length)."""
+    return dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
 
 
 def order_sessions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

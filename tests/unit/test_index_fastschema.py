@@ -117,3 +117,41 @@ def test_validate_reports_the_jsonschema_message_for_an_invalid_document() -> No
         schema.validate(doc, "metadata", "m.json")
     assert str(fast_error.value) == str(slow_error.value)
     assert str(fast_error.value).startswith("Error: m.json:$.checkpoints[0].status: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "dotted", "value"),
+    [
+        # Python's `$` also matches before a final newline; JSON Schema's (ECMA-262) does not.
+        ("metadata", "best_id", make_entry()["id"] + "\n"),
+        ("metadata", "checkpoints.0.id", make_entry()["id"] + "\n"),
+        ("metadata", "checkpoints.0.sha256", "a" * 64 + "\n"),
+        ("metadata", "checkpoints.0.tags", ["keep\n"]),
+        ("metadata", "checkpoints.0.created_at", "2026-11-24T00:00:00Z\n"),
+        ("metadata", "checkpoints.0.created_at", "2026-11-24T00:00:60Z"),  # leap second: datetime cannot
+        ("session", "session_id", make_session()["session_id"] + "\n"),
+        ("session", "started_at", "2026-11-24T00:00:00Z\n"),
+        ("session", "git_sha", "abcdef0\n"),
+    ],
+)
+def test_both_validators_refuse_a_trailing_newline_and_leap_seconds(
+    name: str, dotted: str, value: Any
+) -> None:
+    base = _metadata() if name == "metadata" else make_session()
+    doc = _mutate(base, dotted, value)
+    assert not fastschema.is_valid(doc, name)
+    assert not schema.validator(name).is_valid(doc)
+
+
+def test_ecma_pattern_turns_only_dollar_anchors_into_end_of_string() -> None:
+    assert fastschema.ecma_pattern("^[a-z]+$") == r"^[a-z]+\Z"
+    assert fastschema.ecma_pattern(r"(^|/)\.\.(/|$)") == r"(^|/)\.\.(/|\Z)"
+    assert fastschema.ecma_pattern(r"^a\$[$]$") == r"^a\$[$]\Z"
+
+
+def test_a_lowercase_t_is_valid_and_summarize_reads_it() -> None:
+    from nanecho_core.summary import parse_timestamp
+
+    doc = _mutate(make_session(), "started_at", "2026-11-24t00:00:00.5Z")  # RFC 3339 allows "t"
+    assert fastschema.is_valid(doc, "session") and schema.validator("session").is_valid(doc)
+    assert parse_timestamp("2026-11-24t00:00:00.5Z").isoformat() == "2026-11-24T00:00:00.500000+00:00"
