@@ -64,10 +64,15 @@ def _documents() -> dict[str, dict[str, Any]]:
     return docs
 
 
+# Bump when this module's checks change meaning for the same schema text (2: ECMA `$`, no leap
+# seconds): cached "valid" verdicts of older code must not be trusted.
+CHECKER_VERSION = 2
+
+
 @cache
 def schema_digest(name: str) -> str:
-    """sha256 of a schema document (canonical JSON), to tie cached verdicts to the schema version."""
-    text = json.dumps(_documents()[f"{name}.schema.json"], sort_keys=True)
+    """sha256 of a schema document and CHECKER_VERSION, to tie cached verdicts to both."""
+    text = f"{CHECKER_VERSION}\n" + json.dumps(_documents()[f"{name}.schema.json"], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
