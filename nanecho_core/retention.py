@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
@@ -75,6 +76,8 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
         if entry["id"] in plan.keep or entry["status"] not in PRUNABLE:
             continue
         path = paths.checkpoint_file(entry["file"])
+        if path.exists() and not path.is_file():
+            raise NanechoError(f"cannot prune {entry['id']}: its file is not a regular file", path)
         size = path.stat().st_size if path.is_file() else 0
         sidecar = path.with_suffix(".json")
         size += sidecar.stat().st_size if sidecar.is_file() else 0
@@ -83,16 +86,35 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
     return plan
 
 
-def apply_prune(paths: RunPaths, doc: dict[str, Any], plan: PrunePlan, when: str) -> None:
-    """Delete the planned files and mark their entries `pruned` (caller saves the index)."""
+def apply_prune(paths: RunPaths, doc: dict[str, Any], plan: PrunePlan, when: str) -> NanechoError | None:
+    """Delete the planned files and mark their entries `pruned` (caller saves the index).
+
+    Stops at the first file that cannot be deleted and returns that error for the caller to raise
+    after saving: entries whose weights are gone are marked, the rest are untouched, so the saved
+    index matches the disk either way.
+    """
+    problem = None
     for entry in plan.delete:
         path = paths.checkpoint_file(entry["file"])
-        path.unlink(missing_ok=True)
-        path.with_suffix(".json").unlink(missing_ok=True)
+        problem = _unlink(path, f"cannot delete checkpoint {entry['id']}")
+        if problem:
+            break
         entry["status"] = "pruned"
         entry["storage"]["present_locally"] = False
         entry["notes"].append(f"pruned {when} by meta-update prune")
+        problem = _unlink(path.with_suffix(".json"), f"cannot delete the sidecar of {entry['id']}")
+        if problem:
+            break
     recompute(doc)
+    return problem
+
+
+def _unlink(path: Path, what: str) -> NanechoError | None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        return NanechoError(f"{what}: {exc.strerror or exc}", path)
+    return None
 
 
 def compact(doc: dict[str, Any], older_than_days: float, now: dt.datetime) -> list[str]:

@@ -253,8 +253,10 @@ def prune(
             doc = load_metadata(paths, missing_ok=False)
             plan = plan_prune(paths, doc, keep_best, keep_last)
             if plan.delete:
-                apply_prune(paths, doc, plan, utc_now())
-                update(paths, doc)
+                problem = apply_prune(paths, doc, plan, utc_now())
+                update(paths, doc)  # what was deleted is recorded even when a later delete failed
+                if problem:
+                    raise problem
     if as_json:
         echo_json(
             {

@@ -262,6 +262,39 @@ def test_prune_dry_run_then_prune_never_deletes_best_or_latest(tmp_path: Path) -
     assert invoke("validate", *base).exit_code == 0
 
 
+def test_prune_refuses_before_deleting_anything_when_a_planned_file_is_not_a_file(tmp_path: Path) -> None:
+    a, b, c, d = chain(1.9, 1.2, 1.8, 1.7)
+    paths = seed_run(tmp_path, [a, b, c, d])
+    target = paths.dir / c["file"]
+    target.unlink()
+    target.mkdir()
+    before = snapshot(tmp_path)
+    result = invoke("prune", "--keep-best", "0", "--keep-last", "0", "--root", str(tmp_path), "--run", RUN)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {target}: cannot prune {c['id']}: its file is not a regular file\n",
+    )
+    after = snapshot(tmp_path)
+    assert after.pop(f"{RUN}/.lock") == b""  # the writers' lock, empty: taken before the plan
+    assert after == before  # a's file, planned first, is still there
+
+
+def test_prune_that_fails_midway_records_exactly_what_it_deleted(tmp_path: Path) -> None:
+    a, b, c, d = chain(1.9, 1.2, 1.8, 1.7)
+    paths = seed_run(tmp_path, [a, b, c, d])
+    sidecar = (paths.dir / c["file"]).with_suffix(".json")
+    sidecar.unlink()
+    (sidecar / "x").mkdir(parents=True)  # a directory where c's sidecar was: unlink fails
+    base = ["--root", str(tmp_path), "--run", RUN]
+    result = invoke("prune", "--keep-best", "0", "--keep-last", "0", *base)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {sidecar}: cannot delete the sidecar of {c['id']}: Is a directory\n"
+    statuses = [e["status"] for e in json.loads(paths.metadata.read_text())["checkpoints"]]
+    assert statuses == ["pruned", "ok", "pruned", "ok"]  # a and c's weights are gone, and say so
+    assert not (paths.dir / a["file"]).exists() and not (paths.dir / c["file"]).exists()
+    assert invoke("validate", *base).exit_code == 0
+
+
 def test_import_legacy_fixture_and_migrate_v1(tmp_path: Path, repo_root: Path) -> None:
     base = ["--root", str(tmp_path), "--run", RUN]
     result = invoke("import-legacy", str(repo_root / "tests/fixtures/metadata.json"), *base)
