@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -65,8 +66,8 @@ def _documents() -> dict[str, dict[str, Any]]:
 
 
 # Bump when this module's checks change meaning for the same schema text (2: ECMA `$`, no leap
-# seconds): cached "valid" verdicts of older code must not be trusted.
-CHECKER_VERSION = 2
+# seconds; 3: no NaN/infinity): cached "valid" verdicts of older code must not be trusted.
+CHECKER_VERSION = 3
 
 
 @cache
@@ -82,8 +83,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_json_number(value: Any) -> bool:
+    """JSON numbers: no bools, and no NaN or infinity (JSON cannot hold them; only Python can)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _TYPES: dict[str, Check] = {
@@ -91,7 +95,7 @@ _TYPES: dict[str, Check] = {
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "integer": _is_int,
-    "number": _is_number,
+    "number": is_json_number,
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
@@ -105,7 +109,7 @@ def _json_equal(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if _is_number(a) and _is_number(b):
+    if is_json_number(a) and is_json_number(b):
         return bool(a == b)
     return type(a) is type(b) and a == b
 
@@ -188,7 +192,7 @@ class _Compiler:
                     "exclusiveMinimum": lambda v, a: v > a,
                     "exclusiveMaximum": lambda v, a: v < a,
                 }[key]
-                checks.append(lambda v, a=arg, op=op: not _is_number(v) or op(v, a))
+                checks.append(lambda v, a=arg, op=op: not is_json_number(v) or op(v, a))
             elif key == "required":
                 checks.append(lambda v, r=frozenset(arg): not isinstance(v, dict) or v.keys() >= r)
             elif key == "properties":

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,7 +211,9 @@ def is_blank(line: str | bytes) -> bool:
 
 def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int
+        )
     except json.JSONDecodeError as exc:
         raise NanechoError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path
@@ -223,6 +226,14 @@ def parse_json(text: str, path: str | os.PathLike[str] | None = None) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _float_sized_int(text: str) -> int:
+    # A 400-digit integer is valid JSON, but every reader compares metrics as floats.
+    value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"number {text[:20]}… is out of range")
+    return value
 
 
 def _finite_float(text: str) -> float:

@@ -353,10 +353,14 @@ SETTABLE = {
 
 
 def parse_value(text: str) -> Any:
-    """A command-line VALUE: JSON when it parses (2.5, null, true, "x"), else the plain string."""
+    """A command-line VALUE: JSON when it parses (2.5, null, true, "x"), else the plain string.
+
+    Strict JSON: NaN, Infinity, 1e999 and integers beyond float range stay strings, which the
+    schema then refuses by name, as it would in a file.
+    """
     try:
-        return json.loads(text)
-    except ValueError:
+        return parse_json(text)
+    except NanechoError:
         return text
 
 

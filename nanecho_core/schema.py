@@ -15,7 +15,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from nanecho_core.errors import NanechoError, json_path_of
-from nanecho_core.fastschema import ecma_pattern, is_date_time
+from nanecho_core.fastschema import ecma_pattern, is_date_time, is_json_number
 from nanecho_core.fsio import read_json
 
 SCHEMA_NAMES = ("metadata", "session", "selection", "commit_result", "summary", "config", "legacy_metadata")
@@ -42,9 +42,18 @@ def _ecma_pattern(
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-# Draft 2020-12 with the two checks that must agree with fastschema byte for byte: `pattern` in
-# ECMA semantics and `date-time` by the same function (jsonschema's own allows what datetime cannot read).
-_Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+def _is_json_number(checker: Any, instance: Any) -> bool:
+    return is_json_number(instance)
+
+
+# Draft 2020-12 with the checks that must agree with fastschema: `pattern` in ECMA semantics, and
+# `date-time` and `number` (finite) by the same functions (jsonschema's own accept what datetime
+# cannot read and NaN, which fails no `minimum`).
+_Validator = validators.extend(
+    Draft202012Validator,
+    {"pattern": _ecma_pattern},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("number", _is_json_number),
+)
 _FORMATS = FormatChecker(formats=())
 _FORMATS.checkers.update(Draft202012Validator.FORMAT_CHECKER.checkers)
 _FORMATS.checkers["date-time"] = (is_date_time, ())

@@ -192,6 +192,13 @@ def test_set_tag_note_validated_before_write(tmp_path: Path) -> None:
         ),
         (["set", a["id"], "file", "../x.pt"], "Error: checkpoint file '../x.pt' escapes "),
         (["tag", a["id"], "bad tag!"], f"Error: {paths.metadata}:$.checkpoints[0].tags[0]"),
+        (["tag", a["id"], "keep\n"], f"Error: {paths.metadata}:$.checkpoints[0].tags[0]"),
+        # not JSON numbers, so strings, which a metric cannot be (these crashed before)
+        *[
+            (["set", a["id"], field, value], f"Error: {paths.metadata}:$.checkpoints[0].{field}: ")
+            for field in ("metrics.val_loss", "metrics.lr", "model.dropout")
+            for value in ("NaN", "Infinity", "1e999", "9" * 400)
+        ],
     ]:
         result = invoke(*args, *base)
         assert result.exit_code == 2, args

@@ -16,6 +16,7 @@ from nanecho_core.fsio import (
     atomic_writer,
     dumps_canonical,
     is_blank,
+    parse_json,
     read_json,
     safe_join,
     sha256_file,
@@ -79,6 +80,21 @@ def test_error_message_is_one_line_with_file_and_json_path() -> None:
     err = NanechoError("expected a number\nsecond line", "step.json", "$.metrics.val_loss")
     assert str(err) == "Error: step.json:$.metrics.val_loss: expected a number second line"
     assert json_path_of(["checkpoints", 3, "sha256"]) == "$.checkpoints[3].sha256"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("NaN", "malformed JSON: NaN is not valid JSON"),
+        ("[1e999]", "malformed JSON: number 1e999 is out of range"),
+        ("9" * 400, f"malformed JSON: number {'9' * 20}… is out of range"),
+    ],
+)
+def test_json_numbers_must_fit_a_float(text: str, message: str) -> None:
+    with pytest.raises(NanechoError) as caught:
+        parse_json(text, "x.json")
+    assert str(caught.value) == f"Error: x.json: {message}"
+    assert parse_json("9" * 300) == int("9" * 300)  # big, but a float can hold it
 
 
 def test_read_json_names_the_file_and_position(tmp_path: Path) -> None:

@@ -155,3 +155,17 @@ def test_a_lowercase_t_is_valid_and_summarize_reads_it() -> None:
     doc = _mutate(make_session(), "started_at", "2026-11-24t00:00:00.5Z")  # RFC 3339 allows "t"
     assert fastschema.is_valid(doc, "session") and schema.validator("session").is_valid(doc)
     assert parse_timestamp("2026-11-24t00:00:00.5Z").isoformat() == "2026-11-24T00:00:00.500000+00:00"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_both_validators_refuse_non_finite_numbers(value: float) -> None:
+    # JSON files cannot hold them (fsio.parse_json refuses), but command-line values can: NaN
+    # fails no `minimum`, so jsonschema accepted `--max-minutes nan` where fastschema did not.
+    for name, make in (
+        ("session", lambda v: _mutate(make_session(), "wall_s", v)),
+        ("metadata", lambda v: _mutate(_metadata(), "checkpoints.0.metrics.val_loss", v)),
+        ("config", lambda v: {"schema_version": 1, "train": {"max_minutes": v}}),
+    ):
+        assert fastschema.is_valid(make(2.5), name) and schema.validator(name).is_valid(make(2.5)), name
+        assert not fastschema.is_valid(make(value), name), name
+        assert not schema.validator(name).is_valid(make(value)), name
