@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PIN_TAG = "keep"
 PRUNABLE = ("ok", "corrupt")  # a `missing` entry may still live in another tier
+MAX_HORIZON_DAYS = 100_000  # `compact --older-than`: ~270 years, and a datetime can still subtract it
 
 
 @dataclass
@@ -122,8 +123,8 @@ def compact(doc: dict[str, Any], older_than_days: float, now: dt.datetime) -> li
 
     Entries still named as a parent by a remaining entry stay (lineage stays resolvable).
     """
-    if older_than_days < 0:
-        raise NanechoError("--older-than must be >= 0 days")
+    if not 0 <= older_than_days <= MAX_HORIZON_DAYS:  # also false for NaN
+        raise NanechoError(f"--older-than must be a number of days from 0 to {MAX_HORIZON_DAYS}")
     horizon = (now - dt.timedelta(days=older_than_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     parents = {e["parent_id"] for e in doc["checkpoints"]}
     folded = [

@@ -388,3 +388,17 @@ def test_validate_metadata_only_passes_a_fresh_clone_without_weights(tmp_path: P
     paths.metadata.write_text(json.dumps(doc))
     wrong = invoke("validate", "--metadata-only", "--root", str(tmp_path), "--run", RUN)
     assert wrong.exit_code == 2 and "$.best_id" in wrong.stderr
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "inf", "1e10", "100001"])
+def test_compact_refuses_a_horizon_that_is_not_a_sane_number_of_days(tmp_path: Path, days: str) -> None:
+    seed_run(tmp_path, chain(1.9, 1.2))
+    before = snapshot(tmp_path)
+    result = invoke("compact", "--older-than", days, "--root", str(tmp_path), "--run", RUN)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: --older-than must be a number of days from 0 to 100000\n",
+    )
+    after = snapshot(tmp_path)
+    after.pop(f"{RUN}/.lock", None)
+    assert after == before
