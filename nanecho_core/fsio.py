@@ -87,7 +87,10 @@ def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an flock on `path` (created if needed); the kernel releases it if the process dies."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # e.g. a directory named .lock
+        raise NanechoError(f"cannot open the lock file: {exc.strerror or exc}", path) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

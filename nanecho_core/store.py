@@ -246,7 +246,10 @@ def append_session(paths: RunPaths, record: dict[str, Any]) -> None:
 @contextmanager
 def locked(paths: RunPaths) -> Iterator[None]:
     """Serialise local writers of one run (flock on <run>/.lock; released on process death)."""
-    paths.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where the run directory or a parent should be
+        raise NanechoError(f"cannot create the run directory: {exc.strerror or exc}", paths.dir) from exc
     with exclusive_lock(paths.lock):
         yield
 

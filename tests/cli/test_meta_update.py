@@ -402,3 +402,22 @@ def test_compact_refuses_a_horizon_that_is_not_a_sane_number_of_days(tmp_path: P
     after = snapshot(tmp_path)
     after.pop(f"{RUN}/.lock", None)
     assert after == before
+
+
+def test_writers_refuse_a_run_path_through_a_file_and_a_lock_that_is_a_directory(tmp_path: Path) -> None:
+    paths = seed_run(tmp_path, chain(1.9, 1.2))
+    (tmp_path / "README.md").write_text("x\n")
+    result = invoke("tag", "x", "keep", "--root", str(tmp_path), "--run", "README.md/sub")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {tmp_path / 'README.md/sub'}: cannot create the run directory: Not a directory\n",
+    )
+    paths.lock.unlink(missing_ok=True)
+    paths.lock.mkdir()
+    before = snapshot(tmp_path)
+    result = invoke("tag", "x", "keep", "--root", str(tmp_path), "--run", RUN)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {paths.lock}: cannot open the lock file: Is a directory\n",
+    )
+    assert snapshot(tmp_path) == before
