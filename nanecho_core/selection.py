@@ -39,6 +39,10 @@ class Candidate(NamedTuple):  # a NamedTuple: 10,000 of them are built per selec
     def path(self) -> Path:
         return self.base / self.rel
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entry["id"], self.tier)
+
 
 def select_checkpoint(
     paths: RunPaths,
@@ -83,19 +87,15 @@ def select_checkpoint(
     comparable.sort(key=lambda c: TIER_ORDER[c.tier])
     comparable.sort(key=lambda c: latest_key(c.entry), reverse=True)
     comparable.sort(key=lambda c: sign * c.entry["metrics"][metric])  # non-null: filtered above
-    chosen: Candidate | None = None
-    for cand in comparable:
-        if chosen is not None:
-            why = "same checkpoint, other tier" if cand.entry["id"] == chosen.entry["id"] else "ranked below"
-            rejected.append(_reject(cand, f"not needed: {why} {chosen.entry['id']}"))
-            continue
-        problem = _verify(cand)
-        if problem:
-            rejected.append(_reject(cand, problem))
-        else:
-            chosen = cand
+    tried: set[tuple[str, str]] = set()  # (id, tier) of candidates already decided
+    best = _first_verified(comparable, rejected, tried)
+    chosen = _lineage_head(best, candidates, index, model_fingerprint, rejected, tried) if best else None
+    if best is not None and chosen is not None and chosen is not best:
+        rejected.append(_reject(best, f"not needed: best, continued by its descendant {chosen.entry['id']}"))
+    for cand in (c for c in comparable if c.key not in tried):
+        rejected.append(_reject(cand, _not_needed(cand, best, chosen)))
 
-    regression, detail = _regression(index, chosen, model_fingerprint, metric, mode, eval_fp)
+    regression, detail = _regression(index, best, chosen, model_fingerprint, metric, mode, eval_fp)
     if regression and not allow_fresh:
         raise NanechoError(
             f"refusing to resume: {detail}; restore the cache or artifact, or pass --allow-fresh"
@@ -106,7 +106,7 @@ def select_checkpoint(
         "source": chosen.tier if chosen else "fresh",
         "chosen": chosen.entry if chosen else None,
         "resume_path": os.fspath(chosen.path) if chosen else None,
-        "reason": _reason(chosen, metric, index, candidates, artifact_dir),
+        "reason": _reason(best, chosen, metric, index, candidates, artifact_dir),
         "rejected": rejected,
         "regression": regression,
         "regression_detail": detail,
@@ -237,15 +237,92 @@ def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return dict(doc), None
 
 
+def _first_verified(
+    ranked: list[Candidate], rejected: list[dict[str, str]], tried: set[tuple[str, str]]
+) -> Candidate | None:
+    """The best candidate whose file verifies; the ones that fail are rejected with the reason."""
+    for cand in ranked:
+        tried.add(cand.key)
+        problem = _verify(cand)
+        if not problem:
+            return cand
+        rejected.append(_reject(cand, problem))
+    return None
+
+
+def _lineage_head(
+    best: Candidate,
+    candidates: list[Candidate],
+    index: dict[str, Any],
+    model_fp: str,
+    rejected: list[dict[str, str]],
+    tried: set[tuple[str, str]],
+) -> Candidate:
+    """The newest verified checkpoint descending from `best` (same data and eval set), else `best`.
+
+    Training goes on from where the best lineage got to: resuming the best checkpoint itself
+    once val loss has stopped improving would replay the same iterations (resume is exact) in
+    every later session, forever. `best` still picks the lineage, so a worse restart elsewhere
+    is never continued.
+    """
+    parents = {e["id"]: e["parent_id"] for e in index["checkpoints"]}
+    parents.update((c.entry["id"], c.entry["parent_id"]) for c in candidates)
+    root = best.entry
+    descendants = [
+        c
+        for c in candidates
+        if c.entry["iteration"] > root["iteration"]
+        and c.entry["model_fingerprint"] == model_fp
+        and c.entry["data_fingerprint"] == root["data_fingerprint"]
+        and c.entry["eval_fingerprint"] == root["eval_fingerprint"]
+        and not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
+        and _descends(c.entry["id"], root["id"], parents)
+    ]
+    descendants.sort(key=lambda c: TIER_ORDER[c.tier])
+    descendants.sort(key=lambda c: latest_key(c.entry), reverse=True)
+    for cand in descendants:
+        if cand.entry["id"] == best.entry["id"] or cand.key in tried:
+            continue
+        tried.add(cand.key)
+        problem = _verify(cand)
+        if not problem:
+            return cand
+        rejected.append(_reject(cand, problem))
+    return best
+
+
+def _descends(cid: str | None, ancestor: str, parents: dict[str, str | None]) -> bool:
+    seen: set[str] = set()
+    while cid is not None and cid not in seen:
+        if cid == ancestor:
+            return True
+        seen.add(cid)
+        cid = parents.get(cid)
+    return False
+
+
+def _not_needed(cand: Candidate, best: Candidate | None, chosen: Candidate | None) -> str:
+    assert best is not None and chosen is not None  # every candidate was tried when nothing verified
+    for decided in (chosen, best):
+        if cand.entry["id"] == decided.entry["id"]:
+            return f"not needed: same checkpoint, other tier {decided.entry['id']}"
+    return f"not needed: ranked below {best.entry['id']}"
+
+
 def _regression(
     index: dict[str, Any],
+    best: Candidate | None,
     chosen: Candidate | None,
     model_fp: str,
     metric: str,
     mode: str,
     eval_fp: str | None,
 ) -> tuple[bool, str | None]:
-    """Compare what the index ever recorded (any status) with what is being resumed."""
+    """Compare what the index ever recorded (any status) with what is being resumed.
+
+    Quality is judged on `best` (the best verified checkpoint), progress on `chosen` (the head of
+    its lineage, which may have a worse val loss after overfitting, but is never behind it).
+    """
     known = [
         e
         for e in index["checkpoints"]
@@ -255,12 +332,14 @@ def _regression(
     if not known:
         return False, None
     have_iter = chosen.entry["iteration"] if chosen else 0
-    have_metric = metric_of(chosen.entry, metric) if chosen else None
+    have_metric = metric_of(best.entry, metric) if best else None
     what = (
-        f"{chosen.entry['id']} ({metric} {have_metric:.4g}, iteration {have_iter})"
-        if chosen
+        f"{best.entry['id']} ({metric} {have_metric:.4g}, iteration {best.entry['iteration']})"
+        if best
         else "a fresh start"
     )
+    if chosen is not None and chosen is not best:
+        what += f", continued by {chosen.entry['id']} (iteration {have_iter})"
     same_eval = [
         e
         for e in known
@@ -268,8 +347,8 @@ def _regression(
     ]
     if same_eval:
         sign = 1.0 if mode == "min" else -1.0
-        best = min(same_eval, key=lambda e: sign * e["metrics"][metric])
-        best_metric = metric_of(best, metric) or 0.0
+        top = min(same_eval, key=lambda e: sign * e["metrics"][metric])
+        best_metric = metric_of(top, metric) or 0.0
         worse = have_metric is None or (
             have_metric > best_metric * (1 + BETTER_TOLERANCE)
             if mode == "min"
@@ -277,8 +356,8 @@ def _regression(
         )
         if worse:
             return True, (
-                f"the index knows {best['id']} ({metric} {best_metric:.4g}, iteration {best['iteration']}, "
-                f"status {best['status']}) but the best available is {what}"
+                f"the index knows {top['id']} ({metric} {best_metric:.4g}, iteration {top['iteration']}, "
+                f"status {top['status']}) but the best available is {what}"
             )
     latest = max(known, key=lambda e: e["iteration"])
     lost = latest["iteration"] - have_iter
@@ -291,18 +370,25 @@ def _regression(
 
 
 def _reason(
+    best: Candidate | None,
     chosen: Candidate | None,
     metric: str,
     index: dict[str, Any],
     candidates: list[Candidate],
     artifact_dir: Path | None,
 ) -> str:
-    if chosen is not None:
-        value = metric_of(chosen.entry, metric)
-        return (
-            f"best verified {metric} {value:.4g} at iteration {chosen.entry['iteration']} "
-            f"({chosen.tier} tier, from {chosen.origin})"
+    if best is not None and chosen is not None:
+        value = metric_of(best.entry, metric)
+        text = (
+            f"best verified {metric} {value:.4g} at iteration {best.entry['iteration']} "
+            f"({best.tier} tier, from {best.origin})"
         )
+        if chosen is not best:
+            text += (
+                f"; resuming its newest verified descendant at iteration {chosen.entry['iteration']} "
+                f"({chosen.tier} tier, from {chosen.origin}) so training continues instead of replaying"
+            )
+        return text
     parts = ["index empty" if not index["checkpoints"] else "no usable checkpoint in the index"]
     if artifact_dir is None:
         parts.append("no artifact directory given")

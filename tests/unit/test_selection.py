@@ -51,25 +51,87 @@ def chain(*losses: float | None, session: str = "20261124T000000Z-aaaaaa") -> li
 
 
 def test_best_is_lowest_val_loss_not_the_latest_iteration(tmp_path: Path) -> None:
-    # The legacy "quality score" grew with the iteration number, so the latest always won.
-    a, b, c = chain(2.0, 1.5, 1.52)
-    doc = select(seed_run(tmp_path, [a, b, c]))
+    # The legacy "quality score" grew with the iteration number, so the latest always won, even a
+    # worse restart. Here a later, worse lineage (a fresh start) exists: the best one is resumed.
+    a, b = chain(2.0, 1.5)
+    (restart,) = chain(1.9, session="20261124T010000Z-bbbbbb")
+    restart["created_at"] = "2026-11-24T01:00:00Z"
+    doc = select(seed_run(tmp_path, [a, b, restart]))
     assert doc["source"] == "cache"
     assert doc["chosen"]["id"] == b["id"]
     assert doc["resume_path"] == str(tmp_path / RUN / b["file"])
     assert doc["regression"] is False
     assert doc["reason"] == "best verified val_loss 1.5 at iteration 200 (cache tier, from index)"
     assert reasons(doc) == {
-        f"cache:{c['id']}": f"not needed: ranked below {b['id']}",
+        f"cache:{restart['id']}": f"not needed: ranked below {b['id']}",
         f"cache:{a['id']}": f"not needed: ranked below {b['id']}",
     }
 
 
+def test_the_best_lineage_is_continued_from_its_newest_checkpoint_not_replayed(tmp_path: Path) -> None:
+    # Once val loss stops improving, resuming the best checkpoint itself would replay the same
+    # iterations in every session (resume is exact): the session continues from the lineage's head.
+    a, b, c, d = chain(2.0, 1.5, 1.52, 1.55)
+    (restart,) = chain(1.9, session="20261124T010000Z-bbbbbb")
+    restart["created_at"] = "2026-11-24T01:00:00Z"
+    doc = select(seed_run(tmp_path, [a, b, c, d, restart]))
+    assert doc["chosen"]["id"] == d["id"]
+    assert doc["resume_path"] == str(tmp_path / RUN / d["file"])
+    assert doc["regression"] is False
+    assert doc["reason"] == (
+        "best verified val_loss 1.5 at iteration 200 (cache tier, from index); resuming its newest "
+        "verified descendant at iteration 400 (cache tier, from index) so training continues instead "
+        "of replaying"
+    )
+    assert reasons(doc) == {
+        f"cache:{b['id']}": f"not needed: best, continued by its descendant {d['id']}",
+        f"cache:{c['id']}": f"not needed: ranked below {b['id']}",
+        f"cache:{restart['id']}": f"not needed: ranked below {b['id']}",
+        f"cache:{a['id']}": f"not needed: ranked below {b['id']}",
+    }
+
+
+def test_a_long_plateau_is_not_a_regression(tmp_path: Path) -> None:
+    # Best at iteration 100, the lineage trained on to 2,600 without beating it: nothing is lost,
+    # so the "much later" guard must not fire (it refused this healthy index before).
+    entries = chain(1.5, *[1.6] * 25)
+    doc = select(seed_run(tmp_path, entries))
+    assert doc["chosen"]["id"] == entries[-1]["id"] and doc["chosen"]["iteration"] == 2600
+    assert doc["regression"] is False
+
+
+def test_a_corrupt_head_falls_back_to_the_next_newest_descendant_then_to_the_best(tmp_path: Path) -> None:
+    a, b, c, d = chain(2.0, 1.5, 1.52, 1.55)
+    paths = seed_run(tmp_path, [a, b, c, d])
+    (paths.dir / d["file"]).write_bytes(b"torn")
+    doc = select(paths)
+    assert doc["chosen"]["id"] == c["id"]
+    assert reasons(doc)[f"cache:{d['id']}"].startswith("size 4 != recorded")
+    (paths.dir / c["file"]).unlink()
+    doc = select(paths)
+    assert doc["chosen"]["id"] == b["id"]
+    assert reasons(doc)[f"cache:{c['id']}"] == f"file not found: {paths.dir / c['file']}"
+
+
+def test_a_descendant_on_another_eval_set_is_not_continued(tmp_path: Path) -> None:
+    # --init-from with other eval settings starts a lineage whose losses are not comparable.
+    a, b = chain(2.0, 1.5)
+    (other,) = chain(1.4, session="20261124T010000Z-bbbbbb")
+    other.update(parent_id=b["id"], iteration=300, eval_fingerprint="e" * 64)
+    doc = select(seed_run(tmp_path, [a, b, other]), allow_fresh=True)
+    assert doc["chosen"]["id"] != other["id"]
+
+
 def test_metric_and_mode_choose_a_different_best(tmp_path: Path) -> None:
     a, b = chain(2.0, 1.5)
-    a["metrics"]["accuracy"], b["metrics"]["accuracy"] = 0.9, 0.4
-    doc = select(seed_run(tmp_path, [a, b]), metric="accuracy", mode="max", allow_fresh=True)
-    assert doc["chosen"]["id"] == a["id"]
+    (c,) = chain(1.0, session="20261124T010000Z-bbbbbb")
+    c["created_at"] = a["created_at"]  # an older lineage: the newest eval set stays a's
+    a["metrics"]["accuracy"], b["metrics"]["accuracy"], c["metrics"]["accuracy"] = 0.9, 0.4, 0.5
+    doc = select(seed_run(tmp_path, [a, b, c]), metric="accuracy", mode="max", allow_fresh=True)
+    assert doc["chosen"]["id"] == b["id"]  # a is best by accuracy; b continues a's lineage
+    assert reasons(doc)[f"cache:{c['id']}"] == f"not needed: ranked below {a['id']}"
+    doc = select(seed_run(tmp_path, [a, b, c]), metric="val_loss", mode="min", allow_fresh=True)
+    assert doc["chosen"]["id"] == c["id"]  # by val loss c's lineage is best
 
 
 def test_corrupt_best_is_rejected_and_the_next_verified_one_chosen(tmp_path: Path) -> None:
