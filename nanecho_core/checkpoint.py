@@ -5,7 +5,8 @@ one byte blob (packing.py; format "nanecho-checkpoint/2", while "/1" files, one 
 still load), fsynced while its bytes are hashed from the page cache, then renamed into place;
 its index entry is written beside it as `<id>.json` (the sidecar). Loading checks the sha256
 before torch ever parses the bytes, and parses them with weights_only=True, so a tampered or
-crafted file is refused, never executed.
+crafted file is refused, never executed; check_state then refuses fields train-step cannot use,
+which an honest hash does not rule out.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ import mmap
 import os
 import pickle
 import random
+import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nanecho_core import packing, schema
+from nanecho_core import fastschema, packing, schema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import atomic_write_json, fsync_dir, read_json
 
@@ -46,6 +48,9 @@ REQUIRED_KEYS = (
     "cursor",
     "rng",
 )
+FINGERPRINTS_READ = ("model", "data", "eval")  # compared by train-step; newer files add "eval_split"
+CONFIG_SECTIONS = ("model", "train", "data")
+COUNTER_MAX = 2**53  # iteration and tokens_seen stay exact as JSON numbers (doubles)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
@@ -195,7 +200,9 @@ def _parse(source: str | io.BytesIO, path: Path, mapped: bool) -> dict[str, Any]
             f"checkpoint refused by the weights-only loader: {_unpickler_reason(exc)}", path
         ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        raise NanechoError(f"checkpoint is not a readable torch file: {type(exc).__name__}", path) from exc
+        raise NanechoError(
+            f"checkpoint is truncated or not a torch checkpoint ({_first_sentence(exc)})", path
+        ) from exc
     if isinstance(state, dict) and state.get("format") == FORMAT:
         try:
             state = {**packing.unpack(state.get("packed")), "format": FORMAT}
@@ -209,6 +216,98 @@ def _parse(source: str | io.BytesIO, path: Path, mapped: bool) -> dict[str, Any]
     if missing:
         raise NanechoError(f"checkpoint lacks {', '.join(missing)}", path)
     return state
+
+
+def _first_sentence(exc: Exception) -> str:
+    """What went wrong, without the paragraphs of advice torch appends (or the type, when it says nothing)."""
+    return str(exc).split(". ", 1)[0].strip() or type(exc).__name__
+
+
+Check = Callable[[Any], bool]
+Field = tuple[Any, Check, str]  # key, its check, and what it must be (for the error message)
+_ABSENT = object()  # a key the checkpoint lacks: passes only the checks that allow it
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: value is None or value is _ABSENT or check(value)
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_checkpoint_id(value: Any) -> bool:
+    return fastschema.is_valid(value, "metadata", "checkpoint_id")
+
+
+def _is_sha256(value: Any) -> bool:
+    return fastschema.is_valid(value, "metadata", "sha256")
+
+
+def _is_counter(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= COUNTER_MAX
+
+
+def _is_finite(value: Any) -> bool:
+    # Compared, not math.isfinite(): an int beyond float range would raise there (and in float()).
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+
+
+def _is_loss(value: Any) -> bool:
+    return _is_finite(value) and value > 0  # as metadata#/$defs/loss, which step.json must match
+
+
+_COUNTER = "an integer in 0..2**53"  # COUNTER_MAX
+_LOSS = "None or a finite number > 0"
+STATE_FIELDS: tuple[Field, ...] = (
+    ("id", _is_checkpoint_id, "a checkpoint id (ckpt-<session>-<8 digits>)"),
+    ("parent_id", _optional(_is_checkpoint_id), "None or a checkpoint id"),
+    ("iteration", _is_counter, _COUNTER),
+    ("tokens_seen", _is_counter, _COUNTER),
+    ("best_val_loss", _optional(_is_loss), _LOSS),
+    ("last_val_loss", _optional(_is_loss), _LOSS),
+    *((key, _is_dict, "a dict") for key in ("model", "optimizer", "cursor", "rng", "config", "fingerprints")),
+    ("train_accumulator", _optional(_is_dict), "None or a dict"),
+)
+CONFIG_FIELDS: tuple[Field, ...] = tuple((key, _is_dict, "a dict") for key in CONFIG_SECTIONS)
+ACCUMULATOR_FIELDS: tuple[Field, ...] = (
+    ("loss_sum", lambda value: _is_finite(value) and value >= 0, "a finite number >= 0"),
+    ("count", _is_counter, _COUNTER),
+)
+
+
+def check_state(state: dict[str, Any], path: Path) -> None:
+    """Refuse a loaded checkpoint whose fields train-step cannot use, naming the first bad one.
+
+    A sha256 proves only that these are the bytes that were saved: a hand-made or edited file can
+    carry an honest one (or have no sidecar at all), and would then crash train-step, or train a
+    whole session before failing to write step.json. The tensors inside model, optimizer, cursor
+    and rng are checked by the code that loads them (Trainer.restore).
+    """
+    _check_fields(state, "$", STATE_FIELDS, path)
+    _check_fields(state["config"], "$.config", CONFIG_FIELDS, path)
+    keys = dict.fromkeys([*FINGERPRINTS_READ, *state["fingerprints"]])
+    fingerprints = tuple((key, _is_sha256, "a sha256 hex string") for key in keys)
+    _check_fields(state["fingerprints"], "$.fingerprints", fingerprints, path)
+    if state.get("train_accumulator") is not None:
+        _check_fields(state["train_accumulator"], "$.train_accumulator", ACCUMULATOR_FIELDS, path)
+
+
+def _check_fields(node: dict[Any, Any], json_path: str, fields: tuple[Field, ...], path: Path) -> None:
+    for key, check, what in fields:
+        value = node.get(key, _ABSENT)
+        if not check(value):
+            raise NanechoError(f"expected {what}, got {_shown(value)}", path, f"{json_path}.{key}")
+
+
+def _shown(value: Any) -> str:
+    """A bad value as an error shows it: short scalars by repr, anything else by type (never tensor data)."""
+    if value is _ABSENT:
+        return "nothing"
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:40] + "…"
+    return type(value).__name__
 
 
 def _unpickler_reason(exc: Exception) -> str:

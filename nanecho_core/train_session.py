@@ -89,13 +89,13 @@ def _resolve_input(root: Path, text: str) -> Path:
 
 def _read_start(req: TrainRequest, model_fp: str) -> _Start:
     """Decide (and verify, before anything is written) where this session starts from."""
-    from nanecho_core.checkpoint import load_checkpoint, read_sidecar
+    from nanecho_core.checkpoint import read_sidecar
 
     if req.resume is not None and req.init_from is not None:
         raise NanechoError("--resume and --init-from are mutually exclusive")
     if req.init_from is not None:
         sidecar = read_sidecar(req.init_from) if req.init_from.exists() else None
-        state = load_checkpoint(req.init_from, sidecar["sha256"] if sidecar else None)
+        state = _load_state(req.init_from, sidecar["sha256"] if sidecar else None)
         if state["fingerprints"]["model"] != model_fp:
             raise NanechoError(
                 "checkpoint model shape differs from the configured model; --init-from needs the same "
@@ -118,10 +118,19 @@ def _read_start(req: TrainRequest, model_fp: str) -> _Start:
             "$.chosen.model_fingerprint",
         )
     path = _resolve_input(req.root, selection["resume_path"])
-    state = load_checkpoint(path, chosen["sha256"])
+    state = _load_state(path, chosen["sha256"])
     if state["fingerprints"]["model"] != model_fp:
         raise NanechoError("checkpoint model fingerprint differs from the configured model", path)
     return _Start(selection["source"], None, str(chosen["id"]), None, regression, state, os.fspath(path))
+
+
+def _load_state(path: Path, expected_sha256: str | None) -> dict[str, Any]:
+    """The checkpoint at `path`, verified and with every field train-step reads checked."""
+    from nanecho_core.checkpoint import check_state, load_checkpoint
+
+    state = load_checkpoint(path, expected_sha256)
+    check_state(state, path)
+    return state
 
 
 EVAL_SET_KEYS = ("eval_iters", "batch_size")  # with the eval split and block size, they fix the eval batches
@@ -260,7 +269,11 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
             "tags": [],
             "notes": [],
         }
-        write_sidecar(entry, paths.dir / rel)
+        try:
+            write_sidecar(entry, paths.dir / rel)
+        except BaseException:
+            (paths.dir / rel).unlink(missing_ok=True)  # nothing finds or verifies a .pt without its sidecar
+            raise
         written.append(entry)
         parent[0] = cid
         log.info("saved %s (%d bytes, val_loss %s)", rel, size, val)

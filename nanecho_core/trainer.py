@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SAVE_BYTES_PER_S = 100e6  # conservative disk speed for the first save-time estimate
+# What torch, numpy and random raise for a checkpoint state of the wrong shape (a user error).
+STATE_ERRORS = (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class Trainer:
     def load_weights(self, state: dict[str, Any], where: str) -> None:
         try:
             self.raw_model.load_state_dict(strip_prefixes(state["model"]))
-        except (RuntimeError, KeyError, TypeError) as exc:
+        except STATE_ERRORS as exc:
             # The whole message (one line): torch's first line alone never names the tensor or shapes.
             detail = " ".join(str(exc).split())[:500] or type(exc).__name__
             raise NanechoError(f"checkpoint weights do not fit the model: {detail}", where) from exc
@@ -209,7 +211,7 @@ class Trainer:
             self._loss_sum = torch.tensor(float(acc["loss_sum"]), dtype=torch.float64, device=self.device)
             self._loss_count = int(acc["count"])
             restore_rng(state["rng"])
-        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        except STATE_ERRORS as exc:
             raise NanechoError(
                 f"checkpoint training state is unusable: {type(exc).__name__}: {exc}", where
             ) from exc

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanecho_core.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from nanecho_core.checkpoint import (
+    FINGERPRINTS_READ,
+    FORMAT,
+    capture_rng,
+    check_state,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from nanecho_core.errors import NanechoError
 
 
@@ -66,8 +74,18 @@ def test_truncated_checkpoint_is_refused_naming_the_file(saved: tuple[Path, str,
     with pytest.raises(NanechoError, match="sha256 mismatch") as info:
         load_checkpoint(path, sha)
     assert info.value.path == str(path)
-    with pytest.raises(NanechoError, match="not a readable torch file"):
+    with pytest.raises(NanechoError, match="checkpoint is truncated or not a torch checkpoint"):
         load_checkpoint(path, None)  # even without a hash to compare against
+
+
+def test_field_check_accepts_checkpoints_that_predate_the_optional_fields(tmp_path: Path) -> None:
+    # No parent_id, best/last_val_loss, train_accumulator or fingerprints.eval_split: older files
+    # still load (the wrong-field refusals run through train-step: tests/cli/test_train_step_bad_checkpoints.py).
+    state = _state() | {
+        "config": {"model": {}, "train": {}, "data": {}},
+        "fingerprints": dict.fromkeys(FINGERPRINTS_READ, "0" * 64),
+    }
+    check_state(state, tmp_path / "old.pt")
 
 
 def test_bit_flip_is_refused(saved: tuple[Path, str, int]) -> None:
