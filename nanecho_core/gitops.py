@@ -166,28 +166,45 @@ def identity_env(git: Git, name: str | None = None, email: str | None = None) ->
     return filled
 
 
-def _ensure_lines(path: Path, lines: Sequence[str]) -> bool:
-    """Append any of `lines` missing from the file (creating it); True when the file changed."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+def _read_text(path: Path) -> str:
+    """A text file's contents; a directory, an unreadable or a non-UTF-8 file is a user error."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except IsADirectoryError as exc:
+        raise NanechoError("is a directory, expected a file", path) from exc
+    except OSError as exc:
+        raise NanechoError(f"cannot read: {exc.strerror or exc}", path) from exc
+    except UnicodeDecodeError as exc:
+        raise NanechoError("not UTF-8 text", path) from exc
+
+
+def _completed(existing: str, lines: Sequence[str]) -> str | None:
+    """`existing` with the `lines` it lacks appended, or None when it has them all."""
     present = {line.strip() for line in existing.splitlines()}
     missing = [line for line in lines if line not in present]
     if not missing:
-        return False
-    from nanecho_core.fsio import atomic_write_text
-
+        return None
     prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
-    atomic_write_text(path, prefix + "\n".join(missing) + "\n")
-    return True
+    return prefix + "\n".join(missing) + "\n"
 
 
 def ensure_progress_files(root: Path) -> list[Path]:
-    """Create or complete .training-progress/.gitattributes and .gitignore; returns those changed."""
+    """Create or complete .training-progress/.gitattributes and .gitignore; returns those changed.
+
+    Both are read before either is written: one that cannot be read leaves both as they were.
+    """
+    from nanecho_core.fsio import atomic_write_text
+
     progress = root / PROGRESS_DIR
-    changed = []
+    updates: dict[Path, str] = {}
     for name, lines in ((".gitattributes", GITATTRIBUTES_LINES), (".gitignore", GITIGNORE_LINES)):
-        if _ensure_lines(progress / name, lines):
-            changed.append(progress / name)
-    return changed
+        path = progress / name
+        text = _completed(_read_text(path) if os.path.lexists(path) else "", lines)
+        if text is not None:
+            updates[path] = text
+    for path, text in updates.items():
+        atomic_write_text(path, text)
+    return list(updates)
 
 
 def install_merge_drivers(git: Git) -> list[str]:
@@ -224,13 +241,23 @@ def _rel(root: Path, path: Path) -> str:
     return path.resolve().relative_to(root.resolve()).as_posix()
 
 
+def _carried_under(git: Git, rel: str) -> set[str]:
+    """Files under `rel` that git would carry: changed, staged, or untracked and not ignored.
+
+    The rules ensure_progress_files adds to .training-progress/.gitignore count as ignore rules
+    already: the check runs before that file is written (its patterns match at any depth).
+    """
+    excludes = [f"--exclude={pattern}" for pattern in GITIGNORE_LINES]
+    status = git.run("status", "--porcelain=v1", "-z", "--untracked-files=no", "--", rel).stdout
+    others = git.run("ls-files", "-z", "--others", "--exclude-standard", *excludes, "--", rel).stdout
+    changed = {entry[3:] for entry in status.split("\0") if len(entry) > 3}
+    return changed | {path for path in others.split("\0") if path}
+
+
 def check_run_dir(git: Git, paths: RunPaths, allowed: Sequence[Path], max_bytes: int) -> None:
     """Refuse weights and oversize files: any the commit would carry, or git would pick up, under the run."""
     allowed_rel = {_rel(paths.root, p) for p in allowed}
-    run_rel = _rel(paths.root, paths.dir)
-    status = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", run_rel).stdout
-    candidates = {entry[3:] for entry in status.split("\0") if len(entry) > 3}
-    for rel in sorted(candidates | allowed_rel):
+    for rel in sorted(_carried_under(git, _rel(paths.root, paths.dir)) | allowed_rel):
         path = paths.root / rel
         if not path.is_file():
             continue
@@ -255,16 +282,18 @@ def _outside_block(text: str) -> str:
 
 def readme_is_progress_only(git: Git, readme: Path) -> bool:
     """True when the README differs from HEAD only between the progress markers (or not at all)."""
+    if not readme.resolve().is_relative_to(git.root.resolve()):
+        raise NanechoError("README must be inside the repository root", readme)
     if not readme.is_file():
         raise NanechoError("README not found", readme)
-    rel = _rel(git.root, readme)
-    committed = git.run("show", f"HEAD:{rel}", check=False)
-    if not committed.ok:
+    committed = git.blob("HEAD", _rel(git.root, readme))
+    if committed is None:
         raise NanechoError("README is not in the last commit; refusing to commit a new README", readme)
-    current = readme.read_text(encoding="utf-8")
+    current = _read_text(readme)
     if README_START not in current or README_END not in current:
         raise NanechoError(f"README has no {README_START} … {README_END} block", readme)
-    if _outside_block(current) != _outside_block(committed.stdout):
+    # surrogateescape: a committed README that is not UTF-8 compares equal to no UTF-8 text.
+    if _outside_block(current) != _outside_block(committed.decode("utf-8", "surrogateescape")):
         raise NanechoError("README has changes outside the progress block; commit those yourself", readme)
     return True
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Another writer moved the branch (or held its lock) between our fetch and our push: integrate, retry.
 RACE = "race"
 NO_RIGHTS = "no rights"
+NO_REPO = "no such repository"
 NETWORK = "network"
 DIVERGED = "diverged beyond repair"
 OTHER = "error"
@@ -47,6 +48,12 @@ _DENIED_MARKERS = (
     "write access",
     "[remote rejected]",
 )
+# Checked before the network markers: git follows these with "Could not read from remote repository".
+_NO_REPO_MARKERS = (
+    "does not appear to be a git repository",
+    "repository not found",
+    "returned error: 404",
+)
 _NETWORK_MARKERS = (
     "could not resolve host",
     "couldn't connect",
@@ -63,12 +70,28 @@ _NETWORK_MARKERS = (
     "503",
     "504",
 )
+_KINDS = (
+    (RACE, _RACE_MARKERS),
+    (NO_RIGHTS, _DENIED_MARKERS),
+    (NO_REPO, _NO_REPO_MARKERS),
+    (NETWORK, _NETWORK_MARKERS),
+)
+# What git appends to every failure to reach a remote: never the line that says why.
+_BOILERPLATE = (
+    "To ",
+    "Done",
+    "hint:",
+    "error: failed to push some refs",
+    "fatal: Could not read from remote repository",
+    "Please make sure you have the correct access rights",
+    "and the repository exists",
+)
 
 
 def classify(result: GitResult) -> str:
     """Which kind of failure a git push/fetch output describes (race first: its markers are specific)."""
     text = result.output.lower()
-    for kind, markers in ((RACE, _RACE_MARKERS), (NO_RIGHTS, _DENIED_MARKERS), (NETWORK, _NETWORK_MARKERS)):
+    for kind, markers in _KINDS:
         if any(marker in text for marker in markers):
             return kind
     return OTHER
@@ -80,8 +103,7 @@ def last_line(result: GitResult) -> str:
     rejected = [line for line in lines if "rejected]" in line]
     if rejected:
         return rejected[0]
-    boilerplate = ("To ", "Done", "hint:", "error: failed to push some refs")
-    meaningful = [line for line in lines if not line.startswith(boilerplate)]
+    meaningful = [line for line in lines if not line.startswith(_BOILERPLATE)]
     return (meaningful or lines or [f"exit {result.returncode}"])[-1]
 
 
@@ -203,7 +225,7 @@ def push_with_retries(
                 kind, detail = failure
                 history.append(f"attempt {attempts}: integrate: {kind}: {detail}")
                 reason = f"{kind}: {detail}"
-                if kind in (NO_RIGHTS, OTHER):
+                if kind in (NO_RIGHTS, NO_REPO, OTHER):
                     break
                 continue
             after_rebase()
@@ -221,7 +243,11 @@ def write_bundle(git: Git, target: Path, remote: str, branch: str) -> Path | Non
     if git.run("rev-parse", "--verify", "--quiet", "HEAD~1", check=False).ok:
         candidates.append(("HEAD~1..HEAD",))
     candidates.append(("HEAD",))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the push's outcome must still be reported: no bundle, then
+        log.warning("cannot write a bundle in %s: %s", target.parent, exc.strerror or exc)
+        return None
     for revs in candidates:
         # Recover with `git fetch <bundle> HEAD` (or `git pull <bundle> HEAD`) in any clone.
         created = git.run("bundle", "create", "--quiet", str(target.resolve()), *revs, check=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,44 @@ class CommitResult:
         )
 
 
+def check_writable(path: Path, option: str, *, directory: bool = False) -> None:
+    """Refuse an output (a file, or a directory to create) that could not be written after the commit."""
+    if not directory and path.is_dir():
+        raise NanechoError(f"{option} is a directory, expected a file", path)
+    start = path if directory else path.parent
+    existing = next((p for p in (start, *start.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NanechoError(f"{option} cannot be written: {existing} is not a directory", path)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise NanechoError(f"{option} cannot be written: {existing} is not writable", path)
+
+
+def _check_options(req: CommitRequest) -> None:
+    """Refuse bad numbers and an unwritable --bundle-dir before anything is read or written."""
+    if req.retries < 0:
+        raise NanechoError("--retries must be 0 or more")
+    if not math.isfinite(req.backoff_s) or req.backoff_s < 0:
+        raise NanechoError("--backoff must be a finite number of seconds, 0 or more")
+    if req.max_bytes < 1:
+        raise NanechoError("--max-bytes must be 1 or more")
+    if req.push:
+        check_writable(req.bundle_dir, "--bundle-dir", directory=True)
+
+
+def _push_branch(req: CommitRequest, git: gitops.Git) -> str | None:
+    """The branch to push, checked before anything is committed; None when nothing is to be pushed."""
+    if not req.push or env.event_name() == "pull_request":
+        return None
+    branch = req.branch or git.current_branch() or env.ref_branch()
+    if not branch:
+        raise NanechoError(
+            "detached HEAD and no --branch: pass --branch to name the branch to push", git.root
+        )
+    if not git.run("check-ref-format", f"refs/heads/{branch}", check=False).ok:
+        raise NanechoError(f"{branch!r} is not a valid branch name (git check-ref-format)", git.root)
+    return branch
+
+
 def _remote_display(git: gitops.Git, remote: str) -> str:
     url = git.run("remote", "get-url", remote, check=False)
     if not url.ok:
@@ -127,11 +167,10 @@ def _message_session(req: CommitRequest, paths: RunPaths) -> dict[str, Any] | No
 
 def commit_progress(req: CommitRequest) -> CommitResult:
     """Commit the run's allowed files; push when asked (never on a pull request). See docs/progress-commit.md."""
+    _check_options(req)
     paths = run_paths(req.root, req.run)
     if not paths.dir.is_dir():
         raise NanechoError("run directory not found", paths.dir)
-    if req.retries < 0:
-        raise NanechoError("--retries must be 0 or more")
     git = gitops.open_repo(paths.root)
     remote = _remote_display(git, req.remote) if req.push else None
     session = _message_session(req, paths)
@@ -156,10 +195,12 @@ def _commit_and_push(
     readme: Path | None,
     remote: str | None,
 ) -> CommitResult:
-    gitops.ensure_progress_files(paths.root)
-    gitops.install_merge_drivers(git)
     allowed = gitops.allowed_files(paths, readme)
     gitops.check_run_dir(git, paths, allowed, req.max_bytes)
+    branch = _push_branch(req, git)
+    # Every check has passed: from here on the clone is written to.
+    gitops.ensure_progress_files(paths.root)
+    gitops.install_merge_drivers(git)
     git.env.update(gitops.identity_env(git, req.git_name, req.git_email))
 
     if session is not None and not session.get("git_sha"):
@@ -168,30 +209,36 @@ def _commit_and_push(
     message = build_message(paths.name, session, metadata, skip_ci_marker=req.skip_ci_marker)
     staged = gitops.stage(git, allowed)
     result = CommitResult(status="nothing", subject=message.subject, files=staged, remote=remote)
-    pull_request = env.event_name() == "pull_request"
-    branch = req.branch or git.current_branch() or env.ref_branch()
     if staged:
         result.sha = gitops.commit(git, staged, message.text)
         result.status = "committed"
     else:
-        result.sha = git.head()
+        sha = result.sha = git.head()
         # An earlier run may have committed and then died before its push landed: push that now.
-        pending = req.push and not pull_request and branch is not None and result.sha is not None
-        if not pending or gitpush.remote_contains(git, req.remote, branch or "", result.sha or ""):
+        if branch is None or sha is None or gitpush.remote_contains(git, req.remote, branch, sha):
             result.note = "nothing to commit: the run's progress files match the last commit"
             return result
         result.subject = git.out("log", "-1", "--format=%s")
         result.note = "pushing an earlier commit that never reached the remote"
-    if not req.push:
-        result.note = "committed locally (no --push)"
-        return result
-    if pull_request:
-        result.note = "pull_request event: committed locally, not pushing (pull requests never push)"
-        return result
-    if not branch:
-        raise NanechoError(
-            "detached HEAD and no --branch: pass --branch to name the branch to push", git.root
+    if branch is None:
+        result.note = (
+            "pull_request event: committed locally, not pushing (pull requests never push)"
+            if req.push
+            else "committed locally (no --push)"
         )
+        return result
+    return _push(req, git, paths, allowed, branch, result)
+
+
+def _push(
+    req: CommitRequest,
+    git: gitops.Git,
+    paths: RunPaths,
+    allowed: list[Path],
+    branch: str,
+    result: CommitResult,
+) -> CommitResult:
+    """Push with retries and verify the commit landed; when it did not, leave a bundle of it."""
     result.branch = branch
     result.remote_ref = f"refs/heads/{branch}"
     outcome = gitpush.push_with_retries(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,16 @@ def _commit(work: Path, tmp: Path, *extra: str) -> tuple[int, str, str, dict | N
     )
     doc = json.loads(out.read_text()) if out.exists() else None
     return result.exit_code, result.stdout, result.stderr, doc
+
+
+def _repo_state(work: Path) -> tuple[str, str, dict[str, bytes], bytes]:
+    """HEAD, index, work tree and local git config: all that a refused run must leave as it was."""
+    return (
+        git(work, "rev-parse", "HEAD"),
+        git(work, "ls-files", "--stage"),
+        tree_snapshot(work),
+        (work / ".git/config").read_bytes(),
+    )
 
 
 def _session(work: Path, tmp: Path, writer: int, number: int) -> Path:
@@ -156,12 +168,12 @@ def test_staged_weight_is_refused_and_nothing_is_committed(work: Path, env: Path
     weight.parent.mkdir(parents=True)
     weight.write_bytes(b"w")
     git(work, "add", "-f", weight.relative_to(work).as_posix())
-    head = git(work, "rev-parse", "HEAD")
+    before = _repo_state(work)
     code, stdout, stderr, doc = _commit(work, env)
     assert code == 2 and stdout == "" and doc is None
     assert stderr.startswith(f"Error: {weight}: refusing to commit model weights")
     assert stderr.count("\n") == 1
-    assert git(work, "rev-parse", "HEAD") == head
+    assert _repo_state(work) == before  # not even .gitattributes, .gitignore or the merge drivers
 
 
 def test_metadata_over_the_size_cap_is_refused(work: Path, env: Path) -> None:
@@ -172,11 +184,13 @@ def test_metadata_over_the_size_cap_is_refused(work: Path, env: Path) -> None:
     save_metadata(paths, index)
     size = paths.metadata.stat().st_size
     assert size > 4096
+    before = _repo_state(work)
     code, _, stderr, _ = _commit(work, env, "--max-bytes", "4096")
     assert code == 2
     assert stderr == (
         f"Error: {paths.metadata}: file is {size} bytes, over the 4096-byte cap (meta-update compact shrinks the index)\n"
     )
+    assert _repo_state(work) == before
 
 
 @pytest.mark.parametrize(
@@ -215,6 +229,49 @@ def test_run_directory_outside_the_root_is_refused(work: Path, env: Path) -> Non
     assert result.stderr == "Error: run directory '../elsewhere' escapes " + str(work) + " (contains '..')\n"
 
 
+@pytest.mark.parametrize("given", ["{env}/elsewhere.md", "../elsewhere.md"])
+def test_readme_outside_the_repository_is_refused(work: Path, env: Path, given: str) -> None:
+    _session(work, env, 1, 1)
+    (env / "elsewhere.md").write_text(README)
+    readme = given.format(env=env)
+    before = _repo_state(work)
+    code, _, stderr, doc = _commit(work, env, "--readme", readme)
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {work / readme}: README must be inside the repository root\n"
+    assert _repo_state(work) == before
+
+
+def test_readme_that_is_not_utf8_is_refused(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    readme = work / "README.md"
+    readme.write_bytes(README.replace("no sessions yet", "1 session").encode() + b"\xff\n")
+    before = _repo_state(work)
+    code, _, stderr, doc = _commit(work, env, "--readme", "README.md")
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {readme}: not UTF-8 text\n"
+    assert _repo_state(work) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        (".gitignore", Path.mkdir, "is a directory, expected a file"),
+        (".gitattributes", lambda path: path.write_bytes(b"\xff\n"), "not UTF-8 text"),
+    ],
+)
+def test_progress_files_that_cannot_be_read_are_refused_and_neither_is_written(
+    work: Path, env: Path, name: str, make: Callable[[Path], object], message: str
+) -> None:
+    _session(work, env, 1, 1)
+    broken = work / ".training-progress" / name
+    make(broken)
+    before = _repo_state(work)
+    code, _, stderr, doc = _commit(work, env)
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {broken}: {message}\n"
+    assert _repo_state(work) == before
+
+
 def test_readme_progress_block_is_committed_but_other_edits_are_refused(work: Path, env: Path) -> None:
     _session(work, env, 1, 1)
     readme = work / "README.md"
@@ -230,13 +287,108 @@ def test_readme_progress_block_is_committed_but_other_edits_are_refused(work: Pa
     assert doc is not None and "README.md" in doc["files"]
 
 
-def test_detached_head_needs_a_branch_to_push(work: Path, env: Path) -> None:
+def test_detached_head_needs_a_branch_to_push_and_nothing_is_committed(work: Path, env: Path) -> None:
     git(work, "checkout", "--quiet", "--detach")
     _session(work, env, 1, 1)
-    code, _, stderr, _ = _commit(work, env, "--push")
-    assert code == 2
+    before = _repo_state(work)
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 2 and doc is None
     assert (
         stderr == f"Error: {work}: detached HEAD and no --branch: pass --branch to name the branch to push\n"
+    )
+    assert _repo_state(work) == before
+
+
+def test_invalid_branch_name_is_refused_before_committing(work: Path, env: Path, remote: Path) -> None:
+    _session(work, env, 1, 1)
+    before, before_remote = _repo_state(work), git(remote, "rev-parse", "main")
+    code, _, stderr, doc = _commit(work, env, "--push", "--branch", "bad..name")
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {work}: 'bad..name' is not a valid branch name (git check-ref-format)\n"
+    assert _repo_state(work) == before
+    assert git(remote, "rev-parse", "main") == before_remote
+    assert not list(env.glob("*.bundle"))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--backoff", "nan"], "--backoff must be a finite number of seconds, 0 or more"),
+        (["--backoff", "inf"], "--backoff must be a finite number of seconds, 0 or more"),
+        (["--backoff", "-1"], "--backoff must be a finite number of seconds, 0 or more"),
+        (["--retries", "-1"], "--retries must be 0 or more"),
+        (["--max-bytes", "-1"], "--max-bytes must be 1 or more"),
+        (["--max-bytes", "0"], "--max-bytes must be 1 or more"),
+    ],
+)
+def test_bad_numeric_options_are_refused_before_anything_is_written(
+    work: Path, env: Path, remote: Path, option: list[str], message: str
+) -> None:
+    other = clone(remote, env / "other")
+    _session(other, env, 2, 1)
+    assert _commit(other, env, "--push")[0] == 0  # the remote moved ahead: a push would back off
+    _session(work, env, 1, 1)
+    before = _repo_state(work)
+    code, stdout, stderr, doc = _commit(work, env, "--push", *option)
+    assert (code, stdout, doc) == (2, "", None)
+    assert stderr == f"Error: {message}\n"
+    assert _repo_state(work) == before
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        (".", "--out is a directory, expected a file"),
+        ("README.md/x", "--out cannot be written: {work}/README.md is not a directory"),
+    ],
+)
+def test_unwritable_out_is_refused_before_committing(work: Path, env: Path, out: str, message: str) -> None:
+    _session(work, env, 1, 1)
+    target = work / out
+    before = _repo_state(work)
+    code, _, stderr, _ = _commit(work, env, "--out", str(target))
+    assert code == 2
+    assert stderr == f"Error: {target}: {message.format(work=work)}\n"
+    assert _repo_state(work) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_out_in_a_read_only_directory_is_refused_before_committing(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    locked = env / "locked"
+    locked.mkdir(mode=0o555)
+    before = _repo_state(work)
+    code, _, stderr, _ = _commit(work, env, "--out", str(locked / "commit-result.json"))
+    assert code == 2
+    assert (
+        stderr
+        == f"Error: {locked / 'commit-result.json'}: --out cannot be written: {locked} is not writable\n"
+    )
+    assert _repo_state(work) == before
+
+
+def test_bundle_dir_that_is_a_file_is_refused_before_committing(work: Path, env: Path, remote: Path) -> None:
+    _session(work, env, 1, 1)
+    readme = work / "README.md"
+    before = _repo_state(work)
+    code, _, stderr, doc = _commit(work, env, "--push", "--bundle-dir", str(readme))
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {readme}: --bundle-dir cannot be written: {readme} is not a directory\n"
+    assert _repo_state(work) == before
+
+
+def test_missing_remote_repository_fails_at_once_and_says_so(work: Path, env: Path) -> None:
+    missing = env / "nonexistent.git"
+    git(work, "remote", "set-url", "origin", str(missing))
+    _session(work, env, 1, 1)
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 2 and doc is not None
+    reason = f"no such repository: fatal: '{missing}' does not appear to be a git repository"
+    assert (doc["status"], doc["attempts"], doc["reason"]) == ("failed", 1, reason)  # never retried
+    bundle = env / f"nanecho-unpushed-{doc['sha'][:12]}.bundle"
+    assert stderr == (
+        f"Error: origin ({missing}): push failed after 1 attempt(s): {reason}; "
+        f"commit {doc['sha'][:12]} kept locally and saved to {bundle} (recover: git pull {bundle} HEAD)\n"
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,16 @@ def _result(stdout: str = "", stderr: str = "", code: int = 1) -> GitResult:
             gitpush.NETWORK,
         ),
         ("fatal: Could not resolve host: github.invalid", gitpush.NETWORK),
+        (
+            "fatal: '/nonexistent.git' does not appear to be a git repository\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\nand the repository exists.",
+            gitpush.NO_REPO,
+        ),
+        (
+            "remote: Repository not found.\nfatal: repository 'https://github.com/o/missing.git/' not found",
+            gitpush.NO_REPO,
+        ),
         ("error: src refspec nope does not match any", gitpush.OTHER),
     ],
 )
@@ -60,6 +71,26 @@ def test_git_output_is_redacted_before_anyone_sees_it() -> None:
     result = _result(stderr="fatal: unable to access 'https://x-access-token:CANARY123@github.com/o/r.git/'")
     assert "CANARY123" not in result.output
     assert "https://***@github.com/o/r.git/" in result.output
+
+
+@pytest.mark.parametrize(
+    ("stderr", "line"),
+    [
+        (
+            "fatal: '/nonexistent.git' does not appear to be a git repository\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\nand the repository exists.",
+            "fatal: '/nonexistent.git' does not appear to be a git repository",
+        ),
+        (
+            "remote: Repository not found.\n"
+            "fatal: repository 'https://x-access-token:CANARY123@github.com/o/missing.git/' not found",
+            "fatal: repository 'https://***@github.com/o/missing.git/' not found",
+        ),
+    ],
+)
+def test_the_line_that_says_why_skips_git_boilerplate_and_credentials(stderr: str, line: str) -> None:
+    assert gitpush.last_line(_result(stderr=stderr)) == line
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -144,6 +175,38 @@ def test_files_over_the_size_cap_are_refused(repo: Path) -> None:
     paths.sessions.write_text("small\n")
     with pytest.raises(NanechoError, match="notes.log: file is 4096 bytes"):
         gitops.check_run_dir(Git(repo), paths, gitops.allowed_files(paths, None), 1024)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        (".gitignore", Path.mkdir, "is a directory, expected a file"),
+        (".gitattributes", lambda path: path.write_bytes(b"\xff\n"), "not UTF-8 text"),
+    ],
+)
+def test_an_unreadable_progress_file_leaves_both_as_they_were(
+    repo: Path, name: str, make: Callable[[Path], object], message: str
+) -> None:
+    progress = repo / ".training-progress"
+    make(progress / name)
+    with pytest.raises(NanechoError, match=message) as caught:
+        gitops.ensure_progress_files(repo)
+    assert caught.value.path == str(progress / name)
+    assert sorted(p.name for p in progress.iterdir()) == sorted([name, "nanecho-cached-ci"])
+
+
+def test_untracked_weights_are_not_refused_before_the_gitignore_exists(repo: Path) -> None:
+    paths = run_paths(repo, RUN)
+    (paths.dir / "cache/checkpoints").mkdir(parents=True)
+    (paths.dir / "cache/checkpoints/ckpt.pt").write_bytes(b"w" * 4096)
+    (paths.dir / "cache/checkpoints/ckpt.json").write_text("x" * 4096)
+    gitops.check_run_dir(Git(repo), paths, gitops.allowed_files(paths, None), 1024)  # ignored once written
+    assert not (repo / ".training-progress/.gitignore").exists()
+
+
+def test_write_bundle_gives_up_without_raising_when_its_directory_cannot_be_made(repo: Path) -> None:
+    target = repo / "README.md" / "nanecho-unpushed.bundle"
+    assert gitpush.write_bundle(Git(repo), target, "origin", "main") is None
 
 
 def test_open_repo_names_a_directory_that_is_not_a_work_tree(tmp_path: Path) -> None:
