@@ -136,10 +136,14 @@ def _load_state(path: Path, expected_sha256: str | None) -> dict[str, Any]:
 EVAL_SET_KEYS = ("eval_iters", "batch_size")  # with the eval split and block size, they fix the eval batches
 
 
-def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str, Any]) -> None:
-    """Refuse to resume a lineage on other data or with losses measured on another eval set."""
+def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str, Any]) -> str:
+    """Refuse to resume a lineage on other data or with losses measured on another eval set.
+
+    Returns the eval fingerprint this session records: `eval_fp`, or the one its lineage already
+    carries (see below), so the lineage's old and new losses stay comparable.
+    """
     if start.state is None or start.source == "init":
-        return
+        return eval_fp
     fps = start.state["fingerprints"]
     before = start.state.get("config", {}).get("train", {})
     changed = [k for k in EVAL_SET_KEYS if k in before and before[k] != train_cfg[k]]
@@ -151,9 +155,10 @@ def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str
             "set, so losses would not be comparable: keep those settings to resume, or use --init-from",
             start.where,
         )
-    # Checkpoints from before eval-set fingerprints carry only the split's (no "eval_split" key);
-    # with the settings checked above, an equal split means the same eval batches.
-    legacy = "eval_split" not in fps and fps["eval"] == splits.eval_split_fingerprint
+    # Lineages begun before eval-set fingerprints carry the eval split's sha256. With the split
+    # equal and the settings checked above, that names the same eval batches: the lineage keeps
+    # it, so its older index entries are not set apart as another eval set (nor pruned as such).
+    legacy = fps["eval"] == splits.eval_split_fingerprint and all(k in before for k in EVAL_SET_KEYS)
     if fps["eval"] != eval_fp and not legacy:
         raise NanechoError(
             "checkpoint was evaluated on a different eval set (eval fingerprint differs); "
@@ -166,6 +171,7 @@ def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str
             "start a new run from its weights",
             start.where,
         )
+    return str(fps["eval"])
 
 
 def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str, Any]:
@@ -206,7 +212,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
     tokens = data_mod.cached_tokens(corpus_bytes, paths.data_cache_dir)
     splits = data_mod.split_tokens(tokens, float(config["data"]["eval_fraction"]), block)
     trainer = Trainer(config, splits, device, dist=dist)
-    _check_data(start, splits, trainer.eval_fingerprint, config["train"])
+    eval_fp = _check_data(start, splits, trainer.eval_fingerprint, config["train"])
     start_val: float | None = None
     if start.state is not None:
         if start.source == "init":
@@ -221,7 +227,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
         "model": model_fp,
         "tokenizer": tokenizer_fingerprint(data_mod.TOKENIZER),
         "data": splits.data_fingerprint,
-        "eval": trainer.eval_fingerprint,
+        "eval": eval_fp,
         "eval_split": splits.eval_split_fingerprint,
     }
     written: list[dict[str, Any]] = []
@@ -263,7 +269,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
             "model_fingerprint": model_fp,
             "tokenizer": dict(data_mod.TOKENIZER),
             "data_fingerprint": splits.data_fingerprint,
-            "eval_fingerprint": trainer.eval_fingerprint,
+            "eval_fingerprint": eval_fp,
             "storage": {"cache_key": env.cache_key(), "artifact_name": None, "present_locally": True},
             "status": "ok",
             "tags": [],

@@ -151,7 +151,8 @@ def test_resuming_with_a_different_eval_set_is_refused(root: Path, key: str, val
 @pytest.mark.parametrize("matches_split", [True, False])
 def test_checkpoints_from_before_eval_set_fingerprints_still_resume(root: Path, matches_split: bool) -> None:
     # Older checkpoints fingerprinted only the eval split; with the same eval settings (checked
-    # separately) that still identifies the eval batches, so they resume; any other value is refused.
+    # separately) that still identifies the eval batches, so they resume and their lineage keeps
+    # that fingerprint; any other value is refused.
     assert train(root, "--iters", "4").exit_code == 0
     entry = step(root)["checkpoints"][-1]
     pt = root / RUN / entry["file"]
@@ -168,7 +169,17 @@ def test_checkpoints_from_before_eval_set_fingerprints_still_resume(root: Path, 
         assert result.exit_code == 0, result.stderr
         resumed = step(root, "b.json")
         assert resumed["start_iteration"] == 4 and resumed["resumed_from"] == entry["id"]
-        assert resumed["checkpoints"][-1]["eval_fingerprint"] == entry["eval_fingerprint"]
+        # The lineage keeps its fingerprint, so its old entries stay comparable with the new ones
+        # (best, retention, ckpt-select), and it resumes again the same way.
+        newer = resumed["checkpoints"][-1]
+        assert newer["eval_fingerprint"] == split_fp
+        assert (
+            load_checkpoint(root / RUN / newer["file"], newer["sha256"])["fingerprints"]["eval"] == split_fp
+        )
+        write_selection(root / "sel2.json", newer, Path(RUN) / newer["file"])
+        again = train(root, "--resume", str(root / "sel2.json"), "--iters", "2", out="c.json")
+        assert again.exit_code == 0, again.stderr
+        assert step(root, "c.json")["checkpoints"][-1]["eval_fingerprint"] == split_fp
     else:
         assert result.exit_code == 2
         assert result.stderr.splitlines() == [
