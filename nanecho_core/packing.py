@@ -91,7 +91,10 @@ def unpack(packed: Any) -> Any:
             raise PackError(f"packed tensor reference {index!r} is out of range")
         return views[index]
 
-    return _rebuild(packed["tree"], fill)
+    try:
+        return _rebuild(packed["tree"], fill)
+    except RecursionError:  # a crafted tree thousands of levels deep; real ones are a few
+        raise PackError("packed tree is nested too deeply") from None
 
 
 def _rebuild(node: Any, replace: Callable[[Any], Any]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,13 @@ def test_unpacked_format_1_checkpoints_still_load(tmp_path: Path) -> None:
     assert torch.equal(back["model"]["w"], state["model"]["w"])
 
 
+def _nested(depth: int) -> list[object]:
+    node: list[object] = []
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -242,6 +250,7 @@ def test_unpacked_format_1_checkpoints_still_load(tmp_path: Path) -> None:
             "reference 99 is out of range",
         ),
         (lambda p: p.pop("tree"), "packed tensors lack tensors/blob/tree"),
+        (lambda p: p["tree"].__setitem__("config", _nested(3000)), "packed tree is nested too deeply"),
     ],
 )
 def test_a_packed_file_whose_manifest_lies_is_refused_with_a_clear_error(
@@ -251,7 +260,12 @@ def test_a_packed_file_whose_manifest_lies_is_refused_with_a_clear_error(
     save_checkpoint(_state(), path)
     raw = torch.load(path, weights_only=True)
     mutate(raw["packed"])
-    torch.save(raw, path)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # lets torch.save write the deeply nested tree
+    try:
+        torch.save(raw, path)
+    finally:
+        sys.setrecursionlimit(limit)
     with pytest.raises(NanechoError, match="checkpoint is damaged") as info:
         load_checkpoint(path, hashlib.sha256(path.read_bytes()).hexdigest())
     assert message in str(info.value) and info.value.path == str(path)
