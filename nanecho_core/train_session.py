@@ -20,6 +20,7 @@ from nanecho_core.presets import load_config_file, resolve_config
 if TYPE_CHECKING:
     from nanecho_core.data import Splits
     from nanecho_core.distributed import Distributed
+    from nanecho_core.signals import StopRequest
 
 log = logging.getLogger(__name__)
 LN2 = 0.6931471805599453
@@ -180,13 +181,18 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
     Under torchrun (WORLD_SIZE > 1) every rank runs this in its own process group; see distributed.py.
     """
     from nanecho_core import distributed
+    from nanecho_core.signals import StopRequest
 
     started = time.monotonic() if started is None else started
-    with distributed.process_group(req.device) as dist:
-        return _run_train_step(req, started, dist)
+    # From start-up (torch import, checkpoint load) until step.json is written, a first SIGTERM or
+    # SIGINT is a graceful stop: no iteration is started after it, and the session is recorded.
+    with StopRequest() as stop, distributed.process_group(req.device) as dist:
+        return _run_train_step(req, started, dist, stop)
 
 
-def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None) -> dict[str, Any]:
+def _run_train_step(
+    req: TrainRequest, started: float, dist: Distributed | None, stop: StopRequest
+) -> dict[str, Any]:
     started_at = ids.utc_now()
     paths = store.run_paths(req.root, req.run)
     config = resolve_request_config(req)
@@ -204,7 +210,6 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
     import torch
 
     from nanecho_core.checkpoint import FORMAT, save_checkpoint, write_sidecar
-    from nanecho_core.signals import StopRequest
     from nanecho_core.trainer import Budget, Trainer, resolve_device
 
     device = resolve_device(req.device)
@@ -288,8 +293,7 @@ def _run_train_step(req: TrainRequest, started: float, dist: Distributed | None)
     if iters is None and req.until_iter is None:
         iters = int(config["train"]["iters"])
     budget = Budget(iters=iters, until_iter=req.until_iter, max_minutes=config["train"].get("max_minutes"))
-    with StopRequest() as stop:
-        outcome = trainer.run(budget, save, stop=stop, started=started)
+    outcome = trainer.run(budget, save, stop=stop, started=started)
 
     record: dict[str, Any] = {
         "schema_version": 1,

@@ -309,3 +309,28 @@ def test_cuda_requested_without_a_gpu_is_a_user_error(root: Path) -> None:
 def test_help_has_an_example() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "--resume selection.json" in result.stdout
+
+
+def test_a_signal_during_start_up_is_a_graceful_stop_with_no_iterations(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the handlers were installed only around the loop: a SIGTERM while torch was being
+    # imported or the checkpoint loaded killed the process (exit 143) and recorded nothing.
+    import os
+    import signal
+
+    from nanecho_core.trainer import Trainer
+
+    built = Trainer.__init__
+
+    def build_then_get_signalled(self: Trainer, *args: Any, **kwargs: Any) -> None:
+        built(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "__init__", build_then_get_signalled)
+    result = train(root, "--iters", "5")
+    assert result.exit_code == 0, result.stderr
+    record = schema.validate(step(root), "session")
+    assert record["stop_reason"] == "signal"
+    assert (record["start_iteration"], record["end_iteration"], record["checkpoints"]) == (0, 0, [])
+    assert "SIGTERM received" in result.stderr
