@@ -82,6 +82,8 @@ def summarize(
     files: dict[Path, str] = render_outputs(selected, all_views) if write else {}
     if readme is not None:
         readme_path = readme if readme.is_absolute() else root / readme
+        if not readme_path.resolve().is_relative_to(root.resolve()):  # `..`, absolute, a symlink out
+            raise NanechoError("README must be inside the repository root", readme_path)
         block = readme_block(all_views, readme_path, progress_path(root))
         files[readme_path] = replace_readme_block(readme_path, block)
     dashboard = dashboard_html(selected) if fmt == "html" or html is not None else None

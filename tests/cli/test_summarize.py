@@ -83,6 +83,28 @@ def test_format_html_prints_the_dashboard_and_html_path_writes_it(tmp_path: Path
     assert target.read_text() == printed.stdout
 
 
+@pytest.mark.parametrize("where", ["../outside.md", "ABSOLUTE"])
+def test_a_readme_outside_the_root_is_refused_and_left_alone(tmp_path: Path, where: str) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    three_session_run(root)
+    outside = tmp_path / "outside.md"
+    outside.write_text(README)
+    arg = str(outside) if where == "ABSOLUTE" else where
+    before = snapshot_tree(tmp_path)
+    result = runner.invoke(app, ["--root", str(root), "--readme", arg])
+    shown = outside if where == "ABSOLUTE" else root / where
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {shown}: README must be inside the repository root\n",
+    )
+    assert snapshot_tree(tmp_path) == before
+
+
+def snapshot_tree(base: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
 def test_readme_block_is_updated_and_nothing_else_in_the_readme_changes(tmp_path: Path) -> None:
     three_session_run(tmp_path)
     (tmp_path / "README.md").write_text(README)
