@@ -17,6 +17,9 @@ def new_session_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+MAX_ITERATION = 99_999_999  # the 8 digits of a checkpoint id (schema: metadata#/$defs/checkpoint_id)
+
+
 def checkpoint_id(session_id: str, iteration: int) -> str:
     """`ckpt-<session>-<iteration, 8 digits>`: stable and sortable within a session."""
     return f"ckpt-{session_id}-{iteration:08d}"

@@ -199,6 +199,8 @@ def _run_train_step(
     model_fp = model_fingerprint(config["model"])
     if req.iters is not None and req.iters < 0:
         raise NanechoError("--iters must be >= 0")
+    if req.until_iter is not None and req.until_iter < 0:
+        raise NanechoError("--until-iter must be >= 0")
     if req.out is not None and req.out.is_dir():  # refuse before training, not after a whole session
         raise NanechoError("--out is a directory, expected the path of step.json", req.out)
     from nanecho_core import data as data_mod
@@ -293,6 +295,11 @@ def _run_train_step(
     if iters is None and req.until_iter is None:
         iters = int(config["train"]["iters"])
     budget = Budget(iters=iters, until_iter=req.until_iter, max_minutes=config["train"].get("max_minutes"))
+    if budget.target(trainer.iteration) > ids.MAX_ITERATION:
+        raise NanechoError(
+            f"this session would reach iteration {budget.target(trainer.iteration)}; checkpoint ids "
+            f"hold 8 digits, so a run ends at iteration {ids.MAX_ITERATION}"
+        )
     outcome = trainer.run(budget, save, stop=stop, started=started)
 
     record: dict[str, Any] = {

@@ -334,3 +334,22 @@ def test_a_signal_during_start_up_is_a_graceful_stop_with_no_iterations(
     assert record["stop_reason"] == "signal"
     assert (record["start_iteration"], record["end_iteration"], record["checkpoints"]) == (0, 0, [])
     assert "SIGTERM received" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--until-iter", "-5"], "--until-iter must be >= 0"),
+        (
+            ["--until-iter", "100000000"],
+            "this session would reach iteration 100000000; checkpoint ids hold 8 digits, so a run ends "
+            "at iteration 99999999",
+        ),
+    ],
+)
+def test_iteration_targets_a_run_cannot_reach_are_refused_before_training(
+    root: Path, args: list[str], message: str
+) -> None:
+    result = train(root, *args)
+    assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
+    assert not (root / "step.json").exists() and not (root / RUN / "cache/checkpoints").exists()
