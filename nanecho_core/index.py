@@ -413,10 +413,20 @@ def mark_missing(paths: RunPaths, doc: dict[str, Any]) -> list[str]:
     return changed
 
 
+def check_metric_known(entries: Iterable[dict[str, Any]], metric: str) -> None:
+    """Refuse a metric no checkpoint records: a typo would otherwise rank nothing, silently."""
+    recorded = {name for e in entries for name in e["metrics"]}
+    if recorded and metric not in recorded:
+        raise NanechoError(
+            f"no checkpoint records the metric {metric!r}; recorded: {', '.join(sorted(recorded))}"
+        )
+
+
 def rescore(doc: dict[str, Any], metric: str | None, mode: str | None) -> tuple[str | None, str | None]:
     """Change the quality metric/mode and recompute; returns (old best, new best)."""
     old = doc["best_id"]
     if metric is not None:
+        check_metric_known(doc["checkpoints"], metric)
         doc["quality"]["metric"] = metric
     if mode is not None:
         doc["quality"]["mode"] = mode

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import dumps_canonical, parse_json, safe_join, sha256_file
-from nanecho_core.index import SUSPECT_PREFIX, latest_key, metric_of, time_key
+from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, latest_key, metric_of, time_key
 from nanecho_core.store import RunPaths, load_metadata
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def select_checkpoint(
     candidates = _cache_candidates(paths, index, rejected)
     if artifact_dir is not None:
         candidates += _artifact_candidates(artifact_dir, rejected)
+    check_metric_known([*index["checkpoints"], *(c.entry for c in candidates)], metric)
 
     compatible = []
     for cand in candidates:

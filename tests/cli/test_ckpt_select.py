@@ -173,3 +173,14 @@ def test_console_script_exit_code_and_stderr(tmp_path: Path, tool_bin: Path) -> 
     assert done.returncode == 2
     assert done.stderr.startswith("Error: refusing to resume") and "Traceback" not in done.stderr
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_metric_no_checkpoint_records_is_refused_not_a_silent_fresh_start(tmp_path: Path) -> None:
+    seed_run(tmp_path, chain(2.0, 1.5))
+    before = snapshot(tmp_path)
+    result = invoke(tmp_path, "--metric", "val_los", "--out", str(tmp_path / "s.json"))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: no checkpoint records the metric 'val_los'; recorded: train_loss, val_bpb, val_loss\n",
+    )
+    assert snapshot(tmp_path) == before

@@ -421,3 +421,14 @@ def test_writers_refuse_a_run_path_through_a_file_and_a_lock_that_is_a_directory
         f"Error: {paths.lock}: cannot open the lock file: Is a directory\n",
     )
     assert snapshot(tmp_path) == before
+
+
+def test_rescore_refuses_a_metric_no_checkpoint_records(tmp_path: Path) -> None:
+    paths = seed_run(tmp_path, chain(1.9, 1.2))
+    before = paths.metadata.read_bytes()
+    result = invoke("rescore", "--metric", "nonexistent", "--root", str(tmp_path), "--run", RUN)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: no checkpoint records the metric 'nonexistent'; recorded: train_loss, val_bpb, val_loss\n",
+    )
+    assert paths.metadata.read_bytes() == before
