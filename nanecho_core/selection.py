@@ -189,6 +189,9 @@ def _cache_candidates(
         )
         for name in names:
             sidecar = ckpt_dir / name
+            if not _is_utf8(name):
+                rejected.append({"id": _shown(name), "tier": "cache", "reason": "file name is not UTF-8"})
+                continue
             entry, problem = _read_sidecar(sidecar)
             if entry is None:
                 rejected.append({"id": sidecar.stem, "tier": "cache", "reason": str(problem)})
@@ -203,6 +206,11 @@ def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> 
         return []
     entries: dict[str, dict[str, Any]] = {}
     for doc_path in sorted(artifact_dir.glob("*.json")):
+        if not _is_utf8(doc_path.name):
+            rejected.append(
+                {"id": _shown(doc_path.name), "tier": "artifact", "reason": "file name is not UTF-8"}
+            )
+            continue
         if doc_path.name == "step.json":
             try:
                 step = parse_json(doc_path.read_text(encoding="utf-8"), doc_path)
@@ -224,6 +232,19 @@ def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> 
     return [
         Candidate(e, "artifact", artifact_dir, Path(e["file"]).name, "artifact") for e in entries.values()
     ]
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a file name with bytes that are not UTF-8 (os.listdir gives them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:

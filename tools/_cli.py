@@ -22,6 +22,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_text_arguments(kwargs)
             return func(*args, **kwargs)
         except NanechoError as exc:
             typer.echo(redact(str(exc)), err=True)
@@ -31,6 +32,17 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _check_text_arguments(kwargs: dict[str, Any]) -> None:
+    """Text arguments must be UTF-8: other bytes reach Python as lone surrogates, which no JSON
+    document or git message can hold (they crashed the write, after the work was done)."""
+    for name, value in kwargs.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise NanechoError(f"{name.upper()} is not valid UTF-8 text") from None
 
 
 class App(typer.Typer):

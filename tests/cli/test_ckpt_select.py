@@ -184,3 +184,18 @@ def test_a_metric_no_checkpoint_records_is_refused_not_a_silent_fresh_start(tmp_
         "Error: no checkpoint records the metric 'val_los'; recorded: train_loss, val_bpb, val_loss\n",
     )
     assert snapshot(tmp_path) == before
+
+
+def test_a_sidecar_whose_name_is_not_utf8_is_rejected_not_a_crash(tmp_path: Path) -> None:
+    a, b = chain(2.0, 1.5)
+    paths = seed_run(tmp_path, [a, b])
+    os.close(os.open(os.fsencode(paths.checkpoints_dir) + b"/\xff.json", os.O_CREAT | os.O_WRONLY))
+    (tmp_path / "artifacts").mkdir()
+    os.close(os.open(os.fsencode(tmp_path / "artifacts") + b"/\xfe.json", os.O_CREAT | os.O_WRONLY))
+    out = tmp_path / "s.json"
+    result = invoke(tmp_path, "--artifact-dir", str(tmp_path / "artifacts"), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["chosen"]["id"] == b["id"]
+    assert {"id": "\ufffd.json", "tier": "cache", "reason": "file name is not UTF-8"} in doc["rejected"]
+    assert {"id": "\ufffd.json", "tier": "artifact", "reason": "file name is not UTF-8"} in doc["rejected"]

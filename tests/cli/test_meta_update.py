@@ -432,3 +432,13 @@ def test_rescore_refuses_a_metric_no_checkpoint_records(tmp_path: Path) -> None:
         "Error: no checkpoint records the metric 'nonexistent'; recorded: train_loss, val_bpb, val_loss\n",
     )
     assert paths.metadata.read_bytes() == before
+
+
+def test_a_text_argument_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    a, b = chain(1.9, 1.2)
+    paths = seed_run(tmp_path, [a, b])
+    before = paths.metadata.read_bytes()
+    # bytes that are not UTF-8 reach Python's argv as lone surrogates (surrogateescape)
+    result = invoke("note", a["id"], "x\udcff", "--root", str(tmp_path), "--run", RUN)
+    assert (result.exit_code, result.stderr) == (2, "Error: TEXT is not valid UTF-8 text\n")
+    assert paths.metadata.read_bytes() == before
