@@ -202,6 +202,8 @@ def _cache_candidates(
 
 def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> list[Candidate]:
     if not artifact_dir.is_dir():
+        if artifact_dir.exists():  # missing is normal (nothing was downloaded); a file is a mistake
+            raise NanechoError("--artifact-dir is not a directory", artifact_dir)
         log.info("artifact directory %s does not exist: no artifact tier", artifact_dir)
         return []
     entries: dict[str, dict[str, Any]] = {}

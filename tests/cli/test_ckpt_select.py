@@ -199,3 +199,16 @@ def test_a_sidecar_whose_name_is_not_utf8_is_rejected_not_a_crash(tmp_path: Path
     assert doc["chosen"]["id"] == b["id"]
     assert {"id": "\ufffd.json", "tier": "cache", "reason": "file name is not UTF-8"} in doc["rejected"]
     assert {"id": "\ufffd.json", "tier": "artifact", "reason": "file name is not UTF-8"} in doc["rejected"]
+
+
+def test_an_artifact_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    seed_run(tmp_path, chain(2.0, 1.5))
+    (tmp_path / "README.md").write_text("x\n")
+    result = invoke(
+        tmp_path, "--artifact-dir", str(tmp_path / "README.md"), "--out", str(tmp_path / "s.json")
+    )
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {tmp_path / 'README.md'}: --artifact-dir is not a directory\n",
+    )
+    assert not (tmp_path / "s.json").exists()
