@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nanecho_core import env, ids, schema, store
+from nanecho_core import env, fastschema, ids, schema, store
 from nanecho_core.errors import NanechoError
 from nanecho_core.fingerprints import model_fingerprint
 from nanecho_core.fsio import atomic_write_json
@@ -72,10 +72,13 @@ def resolve_request_config(req: TrainRequest) -> dict[str, Any]:
         extra_train["eval_interval"] = req.eval_interval
     if req.max_minutes is not None:
         extra_train["max_minutes"] = req.max_minutes
-    if extra_train:
-        overrides.setdefault("train", {}).update(extra_train)
+    options: dict[str, Any] = {"train": extra_train} if extra_train else {}
     if req.corpus is not None:
-        overrides.setdefault("data", {})["corpus"] = os.fspath(req.corpus)
+        options["data"] = {"corpus": os.fspath(req.corpus)}
+    # Checked on their own first, so an error names the command line rather than the config file.
+    fastschema.validate({"schema_version": 1, **options}, "config", "command-line options")
+    for section, values in options.items():
+        overrides.setdefault(section, {}).update(values)
     return resolve_config(req.preset, overrides, req.config_path)
 
 

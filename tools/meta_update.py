@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from nanecho_core.errors import NanechoError
 from nanecho_tools._cli import App, JsonFlag, RootDir, RunDir, echo_json, run
 
 app = App(
@@ -23,17 +26,31 @@ def _paths(root: Path, run_dir: Path) -> Any:
     return run_paths(root, run_dir)
 
 
-def _edit(root: Path, run_dir: Path, change: Any) -> Any:
-    """Lock, load, apply `change(paths, doc)`, recompute, validate, write atomically."""
+def _edit(root: Path, run_dir: Path, change: Any, *, entry: bool = False) -> Any:
+    """Lock, load, apply `change(paths, doc)`, recompute, validate, write atomically.
+
+    `entry`: the change concerns one entry (by id), so its errors name the index file.
+    """
     from nanecho_core.index import update
     from nanecho_core.store import load_metadata, locked
 
     paths = _paths(root, run_dir)
-    with locked(paths):
+    with locked(paths), _about(paths.metadata) if entry else contextlib.nullcontext():
         doc = load_metadata(paths, missing_ok=False)
         result = change(paths, doc)
         update(paths, doc)
     return result
+
+
+@contextlib.contextmanager
+def _about(index_file: Path) -> Iterator[None]:
+    """Errors about an entry ("no checkpoint 'x'", a refused field) name the index they concern."""
+    try:
+        yield
+    except NanechoError as exc:
+        if exc.path is None:
+            exc.path = str(index_file)
+        raise
 
 
 @app.command()
@@ -81,8 +98,10 @@ def show(
     from nanecho_core.index import find
     from nanecho_core.store import load_metadata
 
-    doc = load_metadata(_paths(root, run_dir), missing_ok=False)
-    echo_json(find(doc, checkpoint) if checkpoint else doc)
+    paths = _paths(root, run_dir)
+    with _about(paths.metadata):
+        doc = load_metadata(paths, missing_ok=False)
+        echo_json(find(doc, checkpoint) if checkpoint else doc)
 
 
 @app.command("list")
@@ -173,7 +192,7 @@ def set_(
             paths.checkpoint_file(str(new))
         return old, new
 
-    old, new = _edit(root, run_dir, change)
+    old, new = _edit(root, run_dir, change, entry=True)
     typer.echo(f"{checkpoint}: {field} {old!r} -> {new!r}")
 
 
@@ -185,7 +204,7 @@ def tag(checkpoint: IdArg, tag: str, run_dir: RunDir, root: Root = Path(".")) ->
     """
     from nanecho_core.index import add_tag
 
-    added = _edit(root, run_dir, lambda paths, doc: add_tag(doc, checkpoint, tag))
+    added = _edit(root, run_dir, lambda paths, doc: add_tag(doc, checkpoint, tag), entry=True)
     typer.echo(f"{checkpoint}: tag {tag} {'added' if added else 'already present'}")
 
 
@@ -197,7 +216,7 @@ def note(checkpoint: IdArg, text: str, run_dir: RunDir, root: Root = Path(".")) 
     """
     from nanecho_core.index import add_note
 
-    _edit(root, run_dir, lambda paths, doc: add_note(doc, checkpoint, text))
+    _edit(root, run_dir, lambda paths, doc: add_note(doc, checkpoint, text), entry=True)
     typer.echo(f"{checkpoint}: note added")
 
 
@@ -209,7 +228,7 @@ def remove(checkpoint: IdArg, run_dir: RunDir, root: Root = Path(".")) -> None:
     """
     from nanecho_core.index import remove_entry
 
-    _edit(root, run_dir, lambda paths, doc: remove_entry(doc, checkpoint))
+    _edit(root, run_dir, lambda paths, doc: remove_entry(doc, checkpoint), entry=True)
     typer.echo(f"removed {checkpoint} from the index")
 
 

@@ -133,11 +133,12 @@ def test_list_table_and_json(tmp_path: Path) -> None:
 
 def test_show_one_entry_and_unknown_id(tmp_path: Path) -> None:
     (a,) = chain(2.0)
-    seed_run(tmp_path, [a])
+    paths = seed_run(tmp_path, [a])
     assert json.loads(invoke("show", "--root", str(tmp_path), "--run", RUN, a["id"]).stdout) == a
     unknown = invoke("show", "--root", str(tmp_path), "--run", RUN, "ckpt-x-00000001")
     assert (
-        unknown.exit_code == 2 and unknown.stderr == "Error: no checkpoint 'ckpt-x-00000001' in the index\n"
+        unknown.exit_code == 2
+        and unknown.stderr == f"Error: {paths.metadata}: no checkpoint 'ckpt-x-00000001' in the index\n"
     )
 
 
@@ -184,13 +185,16 @@ def test_set_tag_note_validated_before_write(tmp_path: Path) -> None:
     base = ["--root", str(tmp_path), "--run", RUN]
     before = paths.metadata.read_bytes()
     for args, message in [
-        (["set", a["id"], "bogus", "1"], "Error: unknown or read-only field 'bogus'; settable fields: "),
-        (["set", a["id"], "id", "x"], "Error: unknown or read-only field 'id'"),
+        (
+            ["set", a["id"], "bogus", "1"],
+            f"Error: {paths.metadata}: unknown or read-only field 'bogus'; settable fields: ",
+        ),
+        (["set", a["id"], "id", "x"], f"Error: {paths.metadata}: unknown or read-only field 'id'"),
         (
             ["set", a["id"], "metrics.train_loss", "0"],
             f"Error: {paths.metadata}:$.checkpoints[0].metrics.train_loss",
         ),
-        (["set", a["id"], "file", "../x.pt"], "Error: checkpoint file '../x.pt' escapes "),
+        (["set", a["id"], "file", "../x.pt"], f"Error: {paths.metadata}: checkpoint file '../x.pt' escapes "),
         (["tag", a["id"], "bad tag!"], f"Error: {paths.metadata}:$.checkpoints[0].tags[0]"),
         (["tag", a["id"], "keep\n"], f"Error: {paths.metadata}:$.checkpoints[0].tags[0]"),
         # not JSON numbers, so strings, which a metric cannot be (these crashed before)
@@ -227,7 +231,9 @@ def test_remove_refuses_a_parent_and_removes_a_leaf(tmp_path: Path) -> None:
     base = ["--root", str(tmp_path), "--run", RUN]
     refused = invoke("remove", a["id"], *base)
     assert refused.exit_code == 2
-    assert refused.stderr == f"Error: {a['id']} is the parent of {b['id']}; remove or re-parent those first\n"
+    assert refused.stderr == (
+        f"Error: {paths.metadata}: {a['id']} is the parent of {b['id']}; remove or re-parent those first\n"
+    )
     assert invoke("remove", b["id"], *base).stdout == f"removed {b['id']} from the index\n"
     doc = json.loads(paths.metadata.read_text())
     assert [e["id"] for e in doc["checkpoints"]] == [a["id"]] and doc["best_id"] == a["id"]

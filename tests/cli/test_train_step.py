@@ -353,3 +353,26 @@ def test_iteration_targets_a_run_cannot_reach_are_refused_before_training(
     result = train(root, *args)
     assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
     assert not (root / "step.json").exists() and not (root / RUN / "cache/checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "detail"),
+    [
+        (
+            ["--max-minutes", "nan"],
+            "$.train.max_minutes: does not match the config schema: nan is not of type 'number', 'null' "
+            "(schema properties/train/properties/max_minutes/type)",
+        ),
+        (
+            ["--eval-interval", "0"],
+            "$.train.eval_interval: does not match the config schema: 0 is less than the minimum of 1 "
+            "(schema properties/train/properties/eval_interval/minimum)",
+        ),
+    ],
+)
+def test_bad_option_values_are_refused_naming_the_command_line(
+    root: Path, args: list[str], detail: str
+) -> None:
+    result = train(root, *args)
+    assert (result.exit_code, result.stderr) == (2, f"Error: command-line options:{detail}\n")
+    assert not (root / "step.json").exists()
