@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from nanecho_core import env
 from nanecho_core.errors import NanechoError
 from nanecho_core.redact import redact
+
+
+def check_targets() -> None:
+    """Refuse an unusable $GITHUB_OUTPUT / $GITHUB_STEP_SUMMARY before a tool does its work.
+
+    They are written last, so finding out then would leave the work done and the step failed.
+    """
+    for variable, target in (
+        ("GITHUB_OUTPUT", env.github_output()),
+        ("GITHUB_STEP_SUMMARY", env.step_summary()),
+    ):
+        if target is None:
+            continue
+        parent = os.path.dirname(os.path.abspath(target))
+        if os.path.isdir(target) or not os.path.isdir(parent):
+            raise NanechoError(f"${variable} is not a file that can be appended to", target)
 
 
 def write_outputs(values: Mapping[str, object]) -> None:
@@ -18,7 +35,7 @@ def write_outputs(values: Mapping[str, object]) -> None:
     for name, value in values.items():
         text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         if "\n" in text:
-            raise NanechoError(f"output {name} must be one line")
+            raise NanechoError(f"output {name} must be one line", target)
         lines.append(f"{name}={redact(text)}\n")
     try:
         with open(target, "a", encoding="utf-8") as handle:

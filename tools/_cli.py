@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from nanecho_core.errors import NanechoError, NothingToDo
+from nanecho_core.github import check_targets
 from nanecho_core.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,6 +24,7 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             _check_text_arguments(kwargs)
+            check_targets()
             return func(*args, **kwargs)
         except NanechoError as exc:
             typer.echo(redact(str(exc)), err=True)

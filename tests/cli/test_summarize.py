@@ -303,3 +303,22 @@ def test_a_malformed_step_json_exits_2_before_anything_is_written(tmp_path: Path
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {step}:$: does not match the session schema")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("variable", ["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"])
+def test_an_unusable_github_file_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    three_session_run(root)
+    target = tmp_path / "a-directory"
+    target.mkdir()
+    monkeypatch.setenv(variable, str(target))
+    before = snapshot_tree(tmp_path)
+    result = runner.invoke(app, ["--root", str(root)])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {target}: ${variable} is not a file that can be appended to\n",
+    )
+    assert snapshot_tree(tmp_path) == before
