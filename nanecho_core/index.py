@@ -61,6 +61,25 @@ def metric_of(entry: dict[str, Any], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
+def continues(entry: dict[str, Any], root: dict[str, Any], parents: dict[str, str | None]) -> bool:
+    """`entry` is a later checkpoint of `root`'s lineage: a descendant on its data and eval set.
+
+    `parents` maps ids to parent ids (the index's, plus any other entries known).
+    """
+    if entry["iteration"] <= root["iteration"] or any(
+        entry[k] != root[k] for k in ("model_fingerprint", "data_fingerprint", "eval_fingerprint")
+    ):
+        return False
+    cid: str | None = entry["id"]
+    seen: set[str] = set()
+    while cid is not None and cid not in seen:
+        if cid == root["id"]:
+            return True
+        seen.add(cid)
+        cid = parents.get(cid)
+    return False
+
+
 def pick_latest(entries: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return max((e for e in entries if is_eligible(e)), key=latest_key, default=None)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.index import is_eligible, latest_key, metric_of, pick_latest, recompute, time_key
+from nanecho_core.index import continues, is_eligible, latest_key, metric_of, pick_latest, recompute, time_key
 from nanecho_core.store import RunPaths
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,12 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
 
     keep(doc["best_id"], "best")
     keep(doc["latest_id"], "latest")
+    best = by_id.get(doc["best_id"] or "")
+    if best is not None:  # what ckpt-select resumes: the newest checkpoint continuing the best
+        parents = {cid: e["parent_id"] for cid, e in by_id.items()}
+        heads = [e for e in doc["checkpoints"] if is_eligible(e) and continues(e, best, parents)]
+        if heads:
+            keep(max(heads, key=latest_key)["id"], "newest of the best's lineage")
     metric, mode = doc["quality"]["metric"], doc["quality"]["mode"]
     latest = pick_latest(doc["checkpoints"])
     eval_fp = latest["eval_fingerprint"] if latest else None
@@ -58,6 +64,11 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
     scored.sort(key=lambda e: sign * (metric_of(e, metric) or 0.0))
     for rank, entry in enumerate(scored[:keep_best], start=1):
         keep(entry["id"], f"best #{rank}")
+    # Losses on other eval sets (an --init-from with other eval settings) are not comparable with
+    # the current ones, so no ranking above can protect their best: each set keeps its own.
+    for fingerprint, best in _best_per_eval_set(doc["checkpoints"], metric, sign).items():
+        if fingerprint != eval_fp:
+            keep(best["id"], f"best of eval set {fingerprint[:12]}")
     recent = sorted((e for e in doc["checkpoints"] if is_eligible(e)), key=latest_key, reverse=True)
     for rank, entry in enumerate(recent[:keep_last], start=1):
         keep(entry["id"], f"latest #{rank}")
@@ -85,6 +96,18 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
         plan.delete.append(entry)
         plan.freed_bytes += size
     return plan
+
+
+def _best_per_eval_set(entries: list[dict[str, Any]], metric: str, sign: float) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = metric_of(entry, metric)
+        if not is_eligible(entry) or value is None:
+            continue
+        current = best.get(entry["eval_fingerprint"])
+        if current is None or sign * value < sign * (metric_of(current, metric) or 0.0):
+            best[entry["eval_fingerprint"]] = entry
+    return best
 
 
 def apply_prune(paths: RunPaths, doc: dict[str, Any], plan: PrunePlan, when: str) -> NanechoError | None:

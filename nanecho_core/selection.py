@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import dumps_canonical, parse_json, safe_join, sha256_file
-from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, latest_key, metric_of, time_key
+from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, continues, latest_key, metric_of, time_key
 from nanecho_core.store import RunPaths, load_metadata
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def select_checkpoint(
     comparable.sort(key=lambda c: sign * c.entry["metrics"][metric])  # non-null: filtered above
     tried: set[tuple[str, str]] = set()  # (id, tier) of candidates already decided
     best = _first_verified(comparable, rejected, tried)
-    chosen = _lineage_head(best, candidates, index, model_fingerprint, rejected, tried) if best else None
+    chosen = _lineage_head(best, candidates, index, rejected, tried) if best else None
     if best is not None and chosen is not None and chosen is not best:
         rejected.append(_reject(best, f"not needed: best, continued by its descendant {chosen.entry['id']}"))
     for cand in (c for c in comparable if c.key not in tried):
@@ -278,7 +278,6 @@ def _lineage_head(
     best: Candidate,
     candidates: list[Candidate],
     index: dict[str, Any],
-    model_fp: str,
     rejected: list[dict[str, str]],
     tried: set[tuple[str, str]],
 ) -> Candidate:
@@ -291,16 +290,11 @@ def _lineage_head(
     """
     parents = {e["id"]: e["parent_id"] for e in index["checkpoints"]}
     parents.update((c.entry["id"], c.entry["parent_id"]) for c in candidates)
-    root = best.entry
     descendants = [
         c
         for c in candidates
-        if c.entry["iteration"] > root["iteration"]
-        and c.entry["model_fingerprint"] == model_fp
-        and c.entry["data_fingerprint"] == root["data_fingerprint"]
-        and c.entry["eval_fingerprint"] == root["eval_fingerprint"]
-        and not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
-        and _descends(c.entry["id"], root["id"], parents)
+        if not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
+        and continues(c.entry, best.entry, parents)
     ]
     descendants.sort(key=lambda c: TIER_ORDER[c.tier])
     descendants.sort(key=lambda c: latest_key(c.entry), reverse=True)
@@ -313,16 +307,6 @@ def _lineage_head(
             return cand
         rejected.append(_reject(cand, problem))
     return best
-
-
-def _descends(cid: str | None, ancestor: str, parents: dict[str, str | None]) -> bool:
-    seen: set[str] = set()
-    while cid is not None and cid not in seen:
-        if cid == ancestor:
-            return True
-        seen.add(cid)
-        cid = parents.get(cid)
-    return False
 
 
 def _not_needed(cand: Candidate, best: Candidate | None, chosen: Candidate | None) -> str:

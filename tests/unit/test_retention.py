@@ -105,3 +105,24 @@ def test_compact_folds_old_pruned_entries_into_session_rows() -> None:
         }
     ]
     assert compact(doc, 90, dt.datetime(2026, 11, 24, tzinfo=dt.UTC)) == []
+
+
+def test_prune_keeps_the_best_of_every_eval_set_and_the_head_of_the_best_lineage(tmp_path: Path) -> None:
+    old_a, old_b = chain(1.3, 1.2, session="20261124T000000Z-aaaaaa")  # eval set E1, best 1.2
+    for e in (old_a, old_b):
+        e["eval_fingerprint"] = "1" * 64
+    new = chain(1.9, 1.1, 1.15, 1.16, session="20261124T010000Z-bbbbbb")  # E2: best 1.1, head 1.16
+    restart = chain(1.8, session="20261124T020000Z-cccccc")  # a later, worse lineage on E2
+    for i, e in enumerate(new + restart):
+        e["created_at"] = f"2026-11-24T01:0{i}:00Z"
+    entries = [old_a, old_b, *new, *restart]
+    paths = seed_run(tmp_path, entries)
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in entries]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    assert plan.keep == {
+        new[1]["id"]: "best",
+        restart[0]["id"]: "latest",
+        new[3]["id"]: "newest of the best's lineage",  # what ckpt-select resumes
+        old_b["id"]: f"best of eval set {'1' * 12}",
+    }
+    assert [e["id"] for e in plan.delete] == [old_a["id"], new[0]["id"], new[2]["id"]]
