@@ -215,7 +215,8 @@ def _run_train_step(
     import torch
 
     from nanecho_core.checkpoint import FORMAT, save_checkpoint, write_sidecar
-    from nanecho_core.trainer import Budget, Trainer, resolve_device
+    from nanecho_core.session_loop import Budget
+    from nanecho_core.trainer import Trainer, resolve_device
 
     device = resolve_device(req.device)
     block = int(config["model"]["block_size"])

@@ -1,6 +1,7 @@
-"""The training loop: budgets, evaluation, LR schedule, exact resume and graceful stops.
+"""The Trainer: model, optimizer, one training step, evaluation, and the state that resumes exactly.
 
-Exact resume rests on four rules:
+When to step, evaluate, save and stop (budgets, signals) is session_loop.py's; Trainer.run
+hands over to it. Exact resume rests on four rules:
 - everything that decides the next step is in the checkpoint: weights, optimizer, the data
   cursor's generator, the global RNGs (dropout), the iteration count, the train-loss accumulator;
 - the LR is a function of the global iteration only (schedule.py);
@@ -12,11 +13,9 @@ Exact resume rests on four rules:
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,63 +25,15 @@ from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_finger
 from nanecho_core.errors import NanechoError
 from nanecho_core.malloc_tuning import retain_freed_memory
 from nanecho_core.model import GPT, GPTConfig
-from nanecho_core.pacing import Estimates, Progress
 from nanecho_core.schedule import learning_rate
+from nanecho_core.session_loop import Budget, SessionOutcome, run_session
 from nanecho_core.signals import StopRequest
 
 if TYPE_CHECKING:
     from nanecho_core.distributed import Distributed
 
-log = logging.getLogger(__name__)
-SAVE_BYTES_PER_S = 100e6  # conservative disk speed for the first save-time estimate
 # What torch, numpy and random raise for a checkpoint state of the wrong shape (a user error).
 STATE_ERRORS = (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How far this session may go: `iters` more, up to `until_iter`, and/or `max_minutes` of wall time."""
-
-    iters: int | None = None
-    until_iter: int | None = None
-    max_minutes: float | None = None
-
-    def target(self, start_iteration: int) -> int:
-        targets = []
-        if self.iters is not None:
-            targets.append(start_iteration + self.iters)
-        if self.until_iter is not None:
-            targets.append(self.until_iter)
-        if not targets:
-            raise ValueError("a budget needs iters or until_iter")
-        return max(start_iteration, min(targets))
-
-
-@dataclass
-class EvalPoint:
-    iteration: int
-    val_loss: float
-    train_loss: float | None
-    scheduled: bool
-
-    def compact(self) -> list[Any]:
-        return [self.iteration, self.val_loss, self.train_loss]
-
-
-@dataclass
-class SessionOutcome:
-    start_iteration: int
-    end_iteration: int
-    stop_reason: str
-    eval_points: list[EvalPoint] = field(default_factory=list)
-    train_seconds: float = 0.0
-    tokens_trained: int = 0
-    max_iteration_s: float = 0.0
-    max_save_s: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        return self.tokens_trained / self.train_seconds if self.train_seconds > 0 else None
 
 
 def resolve_device(device: str) -> str:
@@ -298,7 +249,22 @@ class Trainer:
     def mean_train_loss(self) -> float | None:
         return float(self._loss_sum.item()) / self._loss_count if self._loss_count else None
 
-    # ---- the session loop ----------------------------------------------------------------------
+    def take_train_loss(self) -> float | None:
+        """The mean training loss since the last scheduled eval; starts the next window."""
+        train_loss = self.mean_train_loss()
+        self.last_train_loss = train_loss
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        return train_loss
+
+    def record_val(self, val: float) -> bool:
+        """Keep a measured val loss; returns whether it is the best so far."""
+        check_finite(val, f"val loss at iteration {self.iteration}")
+        self.last_val_loss = val
+        improved = self.best_val_loss is None or val < self.best_val_loss
+        if improved:
+            self.best_val_loss = val
+        return improved
 
     def run(
         self,
@@ -309,125 +275,7 @@ class Trainer:
         started: float | None = None,
     ) -> SessionOutcome:
         """Train until the budget or a signal says stop; eval on schedule and at the end; save."""
-        started = self.clock() if started is None else started
-        deadline = None if budget.max_minutes is None else started + budget.max_minutes * 60.0
-        start_iteration = self.iteration
-        target = budget.target(start_iteration)
-        interval = int(self.train_cfg["eval_interval"])
-        log_interval = int(self.train_cfg["log_interval"])
-        outcome = SessionOutcome(start_iteration, start_iteration, "budget_iters")
-        self.model.train()
-        timer = Estimates(self._first_save_estimate(), len(self.eval_set))
-        last_saved = start_iteration
-        last_eval = start_iteration if self.last_val_loss is not None else None
-        if self.iteration == 0 and self.last_val_loss is None:
-            self._scheduled_eval(outcome, timer, save=None)
-            last_eval = 0
-        progress = Progress(start_iteration, target)
-        if self.dist is not None and not self.dist.is_main:
-            progress.enabled = False  # one bar, rank 0's
-        window_start, window_iters = self.clock(), 0
-        with progress:
-            while self.iteration < target:
-                reason = self._stop_reason(stop, deadline, timer)
-                if self.dist is not None:  # all ranks stop after the same iteration
-                    reason = self.dist.agree_stop(reason, self.iteration)
-                if reason is not None:
-                    outcome.stop_reason = reason
-                    break
-                t0 = self.clock()
-                loss = self.train_one_iteration()
-                elapsed = self.clock() - t0
-                timer.observe_iteration(elapsed)
-                outcome.max_iteration_s = max(outcome.max_iteration_s, elapsed)
-                outcome.train_seconds += elapsed
-                outcome.tokens_trained += self.tokens_per_iter
-                window_iters += 1
-                if self.iteration % log_interval == 0 or self.iteration == target:
-                    now = self.clock()
-                    rate = window_iters * self.tokens_per_iter / max(now - window_start, 1e-9)
-                    eta = (target - self.iteration) * timer.iteration
-                    if deadline is not None:
-                        eta = min(eta, max(0.0, deadline - now))
-                    log.info(
-                        "iter %d/%d loss %.4f lr %.2e %.0f tok/s elapsed %.1fs eta %.1fs",
-                        self.iteration,
-                        target,
-                        float(loss.item()),
-                        self.lr_at(self.iteration - 1),
-                        rate,
-                        now - started,
-                        eta,
-                    )
-                    progress.update(self.iteration)
-                    window_start, window_iters = now, 0
-                if self.iteration % interval == 0:
-                    if self._scheduled_eval(outcome, timer, save=save):
-                        last_saved = self.iteration
-                    last_eval = self.iteration
-        outcome.end_iteration = self.iteration
-        if self.iteration > start_iteration:
-            if last_eval != self.iteration:
-                t0 = self.clock()
-                val = self.evaluate()
-                timer.eval = self.clock() - t0
-                # Not a scheduled eval: the accumulator keeps running so the next scheduled train_loss
-                # is the same as in an uninterrupted run.
-                outcome.eval_points.append(EvalPoint(self.iteration, val, self.mean_train_loss(), False))
-                self._record_val(val)
-            if last_saved != self.iteration:
-                self._timed_save(save, timer, outcome)
-        return outcome
-
-    def _stop_reason(self, stop: StopRequest | None, deadline: float | None, timer: Estimates) -> str | None:
-        if stop is not None and stop.requested:
-            return "signal"
-        if deadline is not None:
-            # One iteration, then either its scheduled eval (+ save) or the end eval + save.
-            need = 1.1 * (timer.iteration + timer.eval + timer.save) + 0.05
-            if self.clock() + need > deadline:
-                return "budget_time"
-        return None
-
-    def _record_val(self, val: float) -> bool:
-        check_finite(val, f"val loss at iteration {self.iteration}")
-        self.last_val_loss = val
-        improved = self.best_val_loss is None or val < self.best_val_loss
-        if improved:
-            self.best_val_loss = val
-        return improved
-
-    def _scheduled_eval(
-        self, outcome: SessionOutcome, timer: Estimates, save: Callable[[Trainer], None] | None
-    ) -> bool:
-        t0 = self.clock()
-        val = self.evaluate()
-        timer.eval = self.clock() - t0
-        train_loss = self.mean_train_loss()
-        self.last_train_loss = train_loss
-        self._loss_sum.zero_()
-        self._loss_count = 0
-        outcome.eval_points.append(EvalPoint(self.iteration, val, train_loss, True))
-        log.info("eval at iter %d: val_loss %.4f train_loss %s", self.iteration, val, _fmt(train_loss))
-        if self._record_val(val) and save is not None and self.iteration > outcome.start_iteration:
-            self._timed_save(save, timer, outcome)
-            return True
-        return False
-
-    def _timed_save(self, save: Callable[[Trainer], None], timer: Estimates, outcome: SessionOutcome) -> None:
-        t0 = self.clock()
-        if self.dist is None or self.dist.is_main:  # rank 0 alone writes
-            save(self)
-        timer.save = self.clock() - t0
-        outcome.max_save_s = max(outcome.max_save_s, timer.save)
-
-    def _first_save_estimate(self) -> float:
-        n_bytes = sum(p.numel() * p.element_size() for p in self.raw_model.parameters()) * 3
-        return 0.05 + n_bytes / SAVE_BYTES_PER_S
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+        return run_session(self, budget, save, stop=stop, started=started)
 
 
 def check_finite(value: float, what: str) -> float:

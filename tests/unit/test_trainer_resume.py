@@ -12,8 +12,9 @@ import torch
 from nanecho_core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nanecho_core.data import load_splits
 from nanecho_core.presets import resolve_config
+from nanecho_core.session_loop import Budget
 from nanecho_core.signals import StopRequest
-from nanecho_core.trainer import Budget, Trainer
+from nanecho_core.trainer import Trainer
 from tests.trainer_support import TINY_OVERRIDES, assert_same_training_state, write_corpus
 
 TOTAL = 35  # eval_interval 10: evals at 0, 10, 20, 30
