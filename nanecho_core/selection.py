@@ -293,20 +293,13 @@ def _lineage_head(
     descendants = [
         c
         for c in candidates
-        if not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
+        if c.key not in tried
+        and not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
         and continues(c.entry, best.entry, parents)
     ]
     descendants.sort(key=lambda c: TIER_ORDER[c.tier])
     descendants.sort(key=lambda c: latest_key(c.entry), reverse=True)
-    for cand in descendants:
-        if cand.entry["id"] == best.entry["id"] or cand.key in tried:
-            continue
-        tried.add(cand.key)
-        problem = _verify(cand)
-        if not problem:
-            return cand
-        rejected.append(_reject(cand, problem))
-    return best
+    return _first_verified(descendants, rejected, tried) or best
 
 
 def _not_needed(cand: Candidate, best: Candidate | None, chosen: Candidate | None) -> str:
