@@ -2,7 +2,7 @@
 10,000 checkpoint entries. Wall time per command includes interpreter start-up (a subprocess,
 as the workflow runs it). Targets (issue #5): record and ckpt-select < 0.5 s, validate < 2 s.
 
-    .venv/bin/python benchmarks/scale_metadata.py [--entries 10000] [--repeat 3]
+    .venv/bin/python benchmarks/scale_metadata.py [--entries 10000] [--repeat 3] [--plateau]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def stamp(n: int) -> str:
     return f"2026-{1 + n // 40000 % 12:02d}-{1 + n // 1440 % 28:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00Z"
 
 
-def build(root: Path, count: int) -> None:
+def build(root: Path, count: int, plateau: bool = False) -> None:
     paths = run_paths(root, RUN)
     doc = empty_index(paths.name)
     lines = []
@@ -43,7 +43,10 @@ def build(root: Path, count: int) -> None:
     paths.checkpoints_dir.mkdir(parents=True)
     for n in range(count):
         sid = f"2026{n:08d}-{n:06x}"[:8] + f"T{n:06d}Z-{n % 0xFFFFFF:06x}"
-        entry = make_entry(sid, 100 * (n + 1), 3.0 - n / (count * 2), parent_id=parent, created_at=stamp(n))
+        # --plateau: the best is entry 100 and the lineage trains on without beating it, so
+        # ckpt-select and prune follow 9,900 descendants to the head (their worst case).
+        loss = (0.9 if n == 100 else 1.05 + n / count / 100) if plateau else 3.0 - n / (count * 2)
+        entry = make_entry(sid, 100 * (n + 1), loss, parent_id=parent, created_at=stamp(n))
         parent = entry["id"]
         doc["checkpoints"].append(entry)
         payload = f"weights of {entry['id']}".encode()
@@ -85,11 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--plateau", action="store_true", help="best early, 9,900 later checkpoints")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        build(root, args.entries)
+        build(root, args.entries, args.plateau)
         meta = root / RUN / "cache/metadata.json"
         print(f"built {args.entries} sessions + entries in {time.perf_counter() - t0:.1f} s; "
               f"metadata.json {meta.stat().st_size / 1e6:.1f} MB")  # fmt: skip

@@ -38,8 +38,8 @@ SUSPECT_PREFIX = "suspect"
 
 
 def time_key(stamp: str) -> tuple[str, str]:
-    """Sortable key of an RFC 3339 `...Z` stamp ("…:29Z" sorts before "…:29.3Z")."""
-    return (stamp[:19], stamp[19:-1])
+    """Sortable key of an RFC 3339 `...Z` stamp ("…:29Z" sorts before "…:29.3Z"; "t" sorts as "T")."""
+    return (stamp[:19].upper(), stamp[19:-1])
 
 
 def sort_key(entry: dict[str, Any]) -> tuple[tuple[str, str], str]:
@@ -61,23 +61,47 @@ def metric_of(entry: dict[str, Any], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def continues(entry: dict[str, Any], root: dict[str, Any], parents: dict[str, str | None]) -> bool:
-    """`entry` is a later checkpoint of `root`'s lineage: a descendant on its data and eval set.
+LINEAGE_KEYS = ("model_fingerprint", "data_fingerprint", "eval_fingerprint")
 
-    `parents` maps ids to parent ids (the index's, plus any other entries known).
+
+def lineage(root: dict[str, Any], entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries that continue `root`'s lineage: later checkpoints on its model, data and eval set
+    that descend from it through `parent_id` links along which the iteration always grows.
+
+    An `--init-from` restarts the count at 0, so its link ends a lineage: a restart from the best
+    is a new line, never its continuation. Linear in the number of entries (each id's answer is
+    remembered for the whole path walked to find it); cycles and unknown parents end a walk.
     """
-    if entry["iteration"] <= root["iteration"] or any(
-        entry[k] != root[k] for k in ("model_fingerprint", "data_fingerprint", "eval_fingerprint")
-    ):
-        return False
-    cid: str | None = entry["id"]
-    seen: set[str] = set()
-    while cid is not None and cid not in seen:
-        if cid == root["id"]:
-            return True
-        seen.add(cid)
-        cid = parents.get(cid)
-    return False
+    entries = list(entries)
+    by_id = {e["id"]: e for e in entries}
+    by_id[root["id"]] = root
+    known: dict[str, bool] = {root["id"]: True}
+    for entry in entries:
+        path: list[str] = []
+        cid: str | None = entry["id"]
+        while cid is not None and cid not in known:
+            node = by_id.get(cid)
+            parent = node["parent_id"] if node else None
+            if (
+                node is None
+                or cid in path
+                or (parent in by_id and by_id[parent]["iteration"] >= node["iteration"])
+            ):
+                cid = None
+                break
+            path.append(cid)
+            cid = parent
+        reached = cid is not None and known[cid]
+        for visited in path:
+            known[visited] = reached
+    return [
+        e
+        for e in entries
+        if e["id"] != root["id"]
+        and known.get(e["id"])
+        and e["iteration"] > root["iteration"]
+        and all(e[k] == root[k] for k in LINEAGE_KEYS)
+    ]
 
 
 def pick_latest(entries: Iterable[dict[str, Any]]) -> dict[str, Any] | None:

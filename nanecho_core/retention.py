@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.index import continues, is_eligible, latest_key, metric_of, pick_latest, recompute, time_key
+from nanecho_core.index import is_eligible, latest_key, lineage, metric_of, pick_latest, recompute, time_key
 from nanecho_core.store import RunPaths
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,12 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
     keep(doc["best_id"], "best")
     keep(doc["latest_id"], "latest")
     best = by_id.get(doc["best_id"] or "")
-    if best is not None:  # what ckpt-select resumes: the newest checkpoint continuing the best
-        parents = {cid: e["parent_id"] for cid, e in by_id.items()}
-        heads = [e for e in doc["checkpoints"] if is_eligible(e) and continues(e, best, parents)]
-        if heads:
-            keep(max(heads, key=latest_key)["id"], "newest of the best's lineage")
+    if best is not None:  # what ckpt-select resumes: the most trained `ok` checkpoint of its lineage
+        heads = [e for e in lineage(best, doc["checkpoints"]) if is_eligible(e)]
+        for head in sorted(heads, key=lambda e: (e["iteration"], latest_key(e)), reverse=True):
+            keep(head["id"], "head of the best's lineage")  # a `missing` head may come back from a tier
+            if head["status"] == "ok":
+                break
     metric, mode = doc["quality"]["metric"], doc["quality"]["mode"]
     latest = pick_latest(doc["checkpoints"])
     eval_fp = latest["eval_fingerprint"] if latest else None

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import dumps_canonical, parse_json, safe_join, sha256_file
-from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, continues, latest_key, metric_of, time_key
+from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, latest_key, lineage, metric_of, time_key
 from nanecho_core.store import RunPaths, load_metadata
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ BETTER_TOLERANCE = 0.05
 LATER_MIN_ITERS = 1000
 LATER_FRACTION = 0.25
 TIER_ORDER = {"cache": 0, "artifact": 1}
+NOT_MEASURED = "no metric measured"  # a marker; the rejection names the metric
 
 
 class Candidate(NamedTuple):  # a NamedTuple: 10,000 of them are built per selection
@@ -61,10 +62,12 @@ def select_checkpoint(
         candidates += _artifact_candidates(artifact_dir, rejected)
     check_metric_known([*index["checkpoints"], *(c.entry for c in candidates)], metric)
 
-    compatible = []
+    compatible, unmeasured = [], []
     for cand in candidates:
         reason = _incompatibility(cand.entry, model_fingerprint, metric)
-        if reason:
+        if reason == NOT_MEASURED:  # cannot be ranked, but may be the head of the best's lineage
+            unmeasured.append(cand)
+        elif reason:
             rejected.append(_reject(cand, reason))
         else:
             compatible.append(cand)
@@ -95,6 +98,7 @@ def select_checkpoint(
         rejected.append(_reject(best, f"not needed: best, continued by its descendant {chosen.entry['id']}"))
     for cand in (c for c in comparable if c.key not in tried):
         rejected.append(_reject(cand, _not_needed(cand, best, chosen)))
+    rejected.extend(_reject(c, f"no {metric} measured") for c in unmeasured if c.key not in tried)
 
     regression, detail = _regression(index, best, chosen, model_fingerprint, metric, mode, eval_fp)
     if regression and not allow_fresh:
@@ -147,7 +151,7 @@ def _incompatibility(entry: dict[str, Any], model_fp: str, metric: str) -> str |
     if suspect:
         return f"flagged {', '.join(suspect)}"
     if metric_of(entry, metric) is None:
-        return f"no {metric} measured"
+        return NOT_MEASURED
     return None
 
 
@@ -281,24 +285,23 @@ def _lineage_head(
     rejected: list[dict[str, str]],
     tried: set[tuple[str, str]],
 ) -> Candidate:
-    """The newest verified checkpoint descending from `best` (same data and eval set), else `best`.
+    """The most trained verified checkpoint of `best`'s lineage (index.lineage), else `best`.
 
     Training goes on from where the best lineage got to: resuming the best checkpoint itself
     once val loss has stopped improving would replay the same iterations (resume is exact) in
     every later session, forever. `best` still picks the lineage, so a worse restart elsewhere
     is never continued.
     """
-    parents = {e["id"]: e["parent_id"] for e in index["checkpoints"]}
-    parents.update((c.entry["id"], c.entry["parent_id"]) for c in candidates)
+    ids = {e["id"] for e in lineage(best.entry, [*index["checkpoints"], *(c.entry for c in candidates)])}
     descendants = [
         c
         for c in candidates
         if c.key not in tried
+        and c.entry["id"] in ids
         and not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
-        and continues(c.entry, best.entry, parents)
     ]
     descendants.sort(key=lambda c: TIER_ORDER[c.tier])
-    descendants.sort(key=lambda c: latest_key(c.entry), reverse=True)
+    descendants.sort(key=lambda c: (c.entry["iteration"], latest_key(c.entry)), reverse=True)  # most trained
     return _first_verified(descendants, rejected, tried) or best
 
 

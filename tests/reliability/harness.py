@@ -320,6 +320,19 @@ def verified_checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def lineage_root(
+    selection: Mapping[str, Any], available: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The best checkpoint a selection continued from when it resumed a later one of its lineage."""
+    prefix = "not needed: best, continued by its descendant "
+    for item in selection["rejected"]:
+        if item["reason"].startswith(prefix):
+            return available.get(
+                item["id"], {"id": item["id"], "iteration": 0, "metrics": {"val_loss": None}}
+            )
+    return None
+
+
 def best_val_loss(entries: Mapping[str, Mapping[str, Any]]) -> float | None:
     losses = [e["metrics"]["val_loss"] for e in entries.values() if e["metrics"]["val_loss"] is not None]
     return min(losses) if losses else None

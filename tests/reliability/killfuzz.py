@@ -34,6 +34,7 @@ from tests.reliability.harness import (
     best_val_loss,
     fsck,
     isolated_logging,
+    lineage_root,
     one_error_line,
     remote_sessions,
     session_ids_in,
@@ -286,7 +287,8 @@ class KillCampaign:
         if code != 0:
             problems.append(f"ckpt-select exit {code}: {err.strip()[-300:]}")
         else:
-            chosen = json.loads(sel.read_text())["chosen"]
+            doc = json.loads(sel.read_text())
+            chosen = doc["chosen"]
             best = best_val_loss(available)
             if available and chosen is None:
                 problems.append(
@@ -295,7 +297,11 @@ class KillCampaign:
             elif chosen is not None:
                 if chosen["id"] not in available:
                     problems.append(f"ckpt-select chose {chosen['id']}, which is not verifiable")
-                loss = chosen["metrics"]["val_loss"]
+                # The best picks the lineage; the session may continue from a later checkpoint of it.
+                root = lineage_root(doc, available) or chosen
+                if root["iteration"] > chosen["iteration"]:
+                    problems.append(f"ckpt-select resumed {chosen['id']}, behind the best {root['id']}")
+                loss = root["metrics"]["val_loss"]
                 if best is not None and (loss is None or loss > best):
                     problems.append(f"ckpt-select chose val_loss {loss}, a verified checkpoint has {best}")
                     lost |= {e["session_id"] for e in available.values() if e["metrics"]["val_loss"] == best}

@@ -122,7 +122,18 @@ def test_prune_keeps_the_best_of_every_eval_set_and_the_head_of_the_best_lineage
     assert plan.keep == {
         new[1]["id"]: "best",
         restart[0]["id"]: "latest",
-        new[3]["id"]: "newest of the best's lineage",  # what ckpt-select resumes
+        new[3]["id"]: "head of the best's lineage",  # what ckpt-select resumes
         old_b["id"]: f"best of eval set {'1' * 12}",
     }
     assert [e["id"] for e in plan.delete] == [old_a["id"], new[0]["id"], new[2]["id"]]
+
+
+def test_a_missing_head_does_not_leave_the_resumable_head_unprotected(tmp_path: Path) -> None:
+    # d's weights are gone from this tier (status missing): ckpt-select resumes c, so c stays.
+    a, b, c, d = chain(1.9, 1.2, 1.5, 1.6)
+    d["status"] = "missing"
+    paths = seed_run(tmp_path, [a, b, c, d])
+    doc = index.recompute({**empty_index(paths.name), "checkpoints": [dict(e) for e in [a, b, c, d]]})
+    plan = plan_prune(paths, doc, keep_best=0, keep_last=0)
+    assert plan.keep == {b["id"]: "best", d["id"]: "latest", c["id"]: "head of the best's lineage"}
+    assert [e["id"] for e in plan.delete] == [a["id"]]

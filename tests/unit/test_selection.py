@@ -113,13 +113,66 @@ def test_a_corrupt_head_falls_back_to_the_next_newest_descendant_then_to_the_bes
     assert reasons(doc)[f"cache:{c['id']}"] == f"file not found: {paths.dir / c['file']}"
 
 
-def test_a_descendant_on_another_eval_set_is_not_continued(tmp_path: Path) -> None:
-    # --init-from with other eval settings starts a lineage whose losses are not comparable.
-    a, b = chain(2.0, 1.5)
-    (other,) = chain(1.4, session="20261124T010000Z-bbbbbb")
-    other.update(parent_id=b["id"], iteration=300, eval_fingerprint="e" * 64)
-    doc = select(seed_run(tmp_path, [a, b, other]), allow_fresh=True)
-    assert doc["chosen"]["id"] != other["id"]
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"eval_fingerprint": "e" * 64},  # --init-from with other eval settings: not comparable
+        {"data_fingerprint": "d" * 64},  # trained on other data: resume would be refused
+        {"tags": ["suspect-manual"]},  # flagged by hand
+    ],
+)
+def test_a_descendant_that_is_not_the_same_lineage_is_not_continued(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    a, b, c = chain(2.0, 1.5, 1.6)
+    c.update(change, created_at="2026-11-24T00:01:30Z")  # before b: b's eval set stays the newest
+    doc = select(seed_run(tmp_path, [a, b, c]), allow_fresh=True)
+    assert doc["chosen"]["id"] == b["id"]
+    assert doc["reason"] == "best verified val_loss 1.5 at iteration 200 (cache tier, from index)"
+
+
+def test_an_init_from_restart_of_the_best_is_never_its_continuation(tmp_path: Path) -> None:
+    # --init-from links its first checkpoint to the source but restarts the count at 0: however
+    # far the restart has got, the lineage of the best continues from its own head.
+    a, b, head = chain(2.0, 1.5, 1.55)
+    restart = chain(1.9, 1.8, 1.7, 1.65, session="20261124T010000Z-bbbbbb")
+    restart[0]["parent_id"] = b["id"]
+    for e in restart:
+        e["created_at"] = "2026-11-24T01:00:00Z"
+    doc = select(seed_run(tmp_path, [a, b, head, *restart]), allow_fresh=True)
+    assert doc["chosen"]["id"] == head["id"]
+
+
+def test_the_head_is_the_most_trained_descendant_not_the_newest_created(tmp_path: Path) -> None:
+    # Indexes from before lineage heads hold branches that all restarted at the best: the branch
+    # that got furthest is continued, whichever was written last.
+    a, best = chain(2.0, 1.5)
+    far: list[dict[str, Any]] = []
+    for iteration in (300, 400, 500):
+        parent = far[-1]["id"] if far else best["id"]
+        far.append(make_entry("20261124T010000Z-bbbbbb", iteration, 1.6, parent_id=parent))
+    near = make_entry("20261124T020000Z-cccccc", 300, 1.6, parent_id=best["id"])
+    near["created_at"] = "2026-11-24T02:00:00Z"
+    doc = select(seed_run(tmp_path, [a, best, *far, near]))
+    assert doc["chosen"]["id"] == far[-1]["id"] and doc["regression"] is False
+
+
+def test_an_unmeasured_head_is_chosen_once_and_never_also_rejected(tmp_path: Path) -> None:
+    # A forced save (second signal) has no val loss: it cannot be ranked, but it is the lineage head.
+    a, b, forced = chain(2.0, 1.5, None)
+    paths = seed_run(tmp_path, [a, b, forced])
+    doc = select(paths)
+    assert doc["chosen"]["id"] == forced["id"]
+    assert reasons(doc) == {
+        f"cache:{b['id']}": f"not needed: best, continued by its descendant {forced['id']}",
+        f"cache:{a['id']}": f"not needed: ranked below {b['id']}",
+    }
+    (paths.dir / forced["file"]).write_bytes(b"torn")
+    doc = select(paths)
+    assert doc["chosen"]["id"] == b["id"]
+    assert [r["reason"] for r in doc["rejected"] if r["id"] == forced["id"]] == [
+        f"size 4 != recorded {forced['bytes']} bytes (truncated or replaced)"
+    ]
 
 
 def test_metric_and_mode_choose_a_different_best(tmp_path: Path) -> None:
