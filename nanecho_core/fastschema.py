@@ -36,7 +36,8 @@ def ecma_pattern(pattern: str) -> str:
 
     The one difference that matters here: ECMA's `$` matches only at the end of the string, while
     Python's also matches before a final newline, which let `"ckpt-…-00000001\n"` pass `^…$`.
-    Each `$` anchor (outside a character class, not escaped) becomes `\Z`.
+    Each `$` anchor (outside a character class, not escaped) becomes `\Z`; callers compile with
+    re.ASCII, as ECMA's `\d` is 0-9 only (Python's also matches other scripts' digits).
     """
     out, escaped, in_class = [], False, False
     for char in pattern:
@@ -66,8 +67,8 @@ def _documents() -> dict[str, dict[str, Any]]:
 
 
 # Bump when this module's checks change meaning for the same schema text (2: ECMA `$`, no leap
-# seconds; 3: no NaN/infinity): cached "valid" verdicts of older code must not be trusted.
-CHECKER_VERSION = 3
+# seconds; 3: no NaN/infinity; 4: ASCII digits): cached "valid" verdicts of older code must not be trusted.
+CHECKER_VERSION = 4
 
 
 @cache
@@ -171,7 +172,7 @@ class _Compiler:
             elif key == "enum":
                 checks.append(lambda v, e=arg: any(_json_equal(v, c) for c in e))
             elif key == "pattern":
-                search = re.compile(ecma_pattern(arg)).search
+                search = re.compile(ecma_pattern(arg), re.ASCII).search
                 checks.append(lambda v, s=search: not isinstance(v, str) or s(v) is not None)
             elif key == "format":
                 if arg != "date-time":

@@ -38,7 +38,7 @@ def _ecma_pattern(
     validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
     """`pattern` with ECMA-262's `$` (end of string only), as fastschema checks it."""
-    if validator.is_type(instance, "string") and not re.search(ecma_pattern(pattern), instance):
+    if validator.is_type(instance, "string") and not re.search(ecma_pattern(pattern), instance, re.ASCII):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 

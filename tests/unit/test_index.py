@@ -167,6 +167,27 @@ def test_first_reader_of_a_fresh_checkout_stamps_the_validated_bytes(tmp_path: P
     assert record(tmp_path, session_of("20261124T010000Z-bbbbbb", 1.9, created_minute=60)).fast_path is True
 
 
+def test_a_verdict_stamped_by_another_checker_version_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stricter check (e.g. ECMA `$`) must re-validate an index an older checker stamped valid.
+    from nanecho_core import fastschema
+    from nanecho_core.store import is_verified, load_metadata
+
+    record(tmp_path, session_of("20261124T000000Z-aaaaaa", 2.0))
+    paths = run_paths(tmp_path, RUN)
+    assert is_verified(paths, paths.metadata.read_bytes())
+    monkeypatch.setattr(fastschema, "CHECKER_VERSION", fastschema.CHECKER_VERSION + 1)
+    fastschema.schema_digest.cache_clear()
+    try:
+        assert not is_verified(paths, paths.metadata.read_bytes())
+        load_metadata(paths)  # validates afresh and stamps with the new version
+        assert is_verified(paths, paths.metadata.read_bytes())
+    finally:
+        monkeypatch.undo()
+        fastschema.schema_digest.cache_clear()
+
+
 def test_first_record_without_checkpoints_creates_an_empty_index(tmp_path: Path) -> None:
     result = record(tmp_path, make_session("20261124T000000Z-aaaaaa", checkpoints=[]))
     assert result.added == [] and result.session_appended is True

@@ -169,3 +169,22 @@ def test_both_validators_refuse_non_finite_numbers(value: float) -> None:
         assert fastschema.is_valid(make(2.5), name) and schema.validator(name).is_valid(make(2.5)), name
         assert not fastschema.is_valid(make(value), name), name
         assert not schema.validator(name).is_valid(make(value)), name
+
+
+def test_pattern_digits_are_ascii_in_both_validators(repo_root: Any) -> None:
+    # ECMA's \d is 0-9; Python's also matches other scripts' digits ("٢٠٢٦" passed as a year).
+    import json
+
+    doc = json.loads((repo_root / "tests/fixtures/metadata.json").read_text())
+    assert fastschema.is_valid(doc, "legacy_metadata") and schema.validator("legacy_metadata").is_valid(doc)
+    first = next(iter(doc))
+    doc[first]["created_at"] = "٢٠٢٦-٠٥-٢٨T14:53:29"
+    assert not fastschema.is_valid(doc, "legacy_metadata")
+    assert not schema.validator("legacy_metadata").is_valid(doc)
+
+
+def test_time_key_sorts_a_lowercase_t_like_an_uppercase_one() -> None:
+    from nanecho_core.index import time_key
+
+    stamps = ["2026-11-24t00:00:02Z", "2026-11-24T00:00:01Z", "2026-11-24T00:00:03Z"]
+    assert sorted(stamps, key=time_key) == [stamps[1], stamps[0], stamps[2]]
