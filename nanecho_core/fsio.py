@@ -188,19 +188,39 @@ def safe_join(base: str | os.PathLike[str], relative: str, *, what: str = "path"
     return joined
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; missing, unreadable or malformed files are user errors naming the file."""
+def check_inside(path: Path, root: Path, what: str) -> None:
+    """Refuse a path (absolute, with `..`, or through a symlink) that resolves outside `root`."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise NanechoError(f"{what} must be inside the repository root", path)
+
+
+def read_text(path: str | os.PathLike[str], *, kind: str = "file") -> str:
+    """A UTF-8 file's text, byte for byte (no newline translation); missing, a directory,
+    unreadable or not UTF-8 is a user error naming the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError as exc:
         raise NanechoError("file not found", path) from exc
     except IsADirectoryError as exc:
-        raise NanechoError("is a directory, expected a JSON file", path) from exc
+        raise NanechoError(f"is a directory, expected a {kind}", path) from exc
     except UnicodeDecodeError as exc:
         raise NanechoError("not UTF-8 text", path) from exc
     except OSError as exc:
         raise NanechoError(f"cannot read: {exc.strerror or exc}", path) from exc
-    return parse_json(text, path)
+
+
+def is_utf8(text: str) -> bool:
+    """False for a str holding lone surrogates: bytes that were not UTF-8 (argv, file names)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; missing, unreadable or malformed files are user errors naming the file."""
+    return parse_json(read_text(path, kind="JSON file"), path)
 
 
 def is_blank(line: str | bytes) -> bool:

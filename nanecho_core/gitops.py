@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nanecho_core import env
 from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import atomic_write_text, check_inside, read_text
 from nanecho_core.redact import redact
 from nanecho_core.store import PROGRESS_DIR, RunPaths
 
@@ -166,18 +167,6 @@ def identity_env(git: Git, name: str | None = None, email: str | None = None) ->
     return filled
 
 
-def _read_text(path: Path) -> str:
-    """A text file's contents; a directory, an unreadable or a non-UTF-8 file is a user error."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except IsADirectoryError as exc:
-        raise NanechoError("is a directory, expected a file", path) from exc
-    except OSError as exc:
-        raise NanechoError(f"cannot read: {exc.strerror or exc}", path) from exc
-    except UnicodeDecodeError as exc:
-        raise NanechoError("not UTF-8 text", path) from exc
-
-
 def _completed(existing: str, lines: Sequence[str]) -> str | None:
     """`existing` with the `lines` it lacks appended, or None when it has them all."""
     present = {line.strip() for line in existing.splitlines()}
@@ -193,13 +182,11 @@ def ensure_progress_files(root: Path) -> list[Path]:
 
     Both are read before either is written: one that cannot be read leaves both as they were.
     """
-    from nanecho_core.fsio import atomic_write_text
-
     progress = root / PROGRESS_DIR
     updates: dict[Path, str] = {}
     for name, lines in ((".gitattributes", GITATTRIBUTES_LINES), (".gitignore", GITIGNORE_LINES)):
         path = progress / name
-        text = _completed(_read_text(path) if os.path.lexists(path) else "", lines)
+        text = _completed(read_text(path) if os.path.lexists(path) else "", lines)
         if text is not None:
             updates[path] = text
     for path, text in updates.items():
@@ -282,14 +269,13 @@ def _outside_block(text: str) -> str:
 
 def readme_is_progress_only(git: Git, readme: Path) -> bool:
     """True when the README differs from HEAD only between the progress markers (or not at all)."""
-    if not readme.resolve().is_relative_to(git.root.resolve()):
-        raise NanechoError("README must be inside the repository root", readme)
+    check_inside(readme, git.root, "README")
     if not readme.is_file():
         raise NanechoError("README not found", readme)
     committed = git.blob("HEAD", _rel(git.root, readme))
     if committed is None:
         raise NanechoError("README is not in the last commit; refusing to commit a new README", readme)
-    current = _read_text(readme)
+    current = read_text(readme)
     if README_START not in current or README_END not in current:
         raise NanechoError(f"README has no {README_START} … {README_END} block", readme)
     # surrogateescape: a committed README that is not UTF-8 compares equal to no UTF-8 text.

@@ -50,6 +50,11 @@ def latest_key(entry: dict[str, Any]) -> tuple[tuple[str, str], int, str]:
     return (time_key(entry["created_at"]), entry["iteration"], entry["id"])
 
 
+def progress_key(entry: dict[str, Any]) -> tuple[int, tuple[tuple[str, str], int, str]]:
+    """Most trained first when sorted in reverse: the iteration, then the newest (a lineage's head)."""
+    return (entry["iteration"], latest_key(entry))
+
+
 def is_eligible(entry: dict[str, Any]) -> bool:
     """Counts for best/latest: weights exist (or may, in another tier) and nothing flagged it."""
     suspect = any(tag.startswith(SUSPECT_PREFIX) for tag in entry["tags"])

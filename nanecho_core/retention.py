@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.index import is_eligible, latest_key, lineage, metric_of, pick_latest, recompute, time_key
+from nanecho_core.index import (
+    is_eligible,
+    latest_key,
+    lineage,
+    metric_of,
+    pick_best,
+    pick_latest,
+    progress_key,
+    recompute,
+    time_key,
+)
 from nanecho_core.store import RunPaths
 
 log = logging.getLogger(__name__)
@@ -49,7 +59,7 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
     best = by_id.get(doc["best_id"] or "")
     if best is not None:  # what ckpt-select resumes: the most trained `ok` checkpoint of its lineage
         heads = [e for e in lineage(best, doc["checkpoints"]) if is_eligible(e)]
-        for head in sorted(heads, key=lambda e: (e["iteration"], latest_key(e)), reverse=True):
+        for head in sorted(heads, key=progress_key, reverse=True):
             keep(head["id"], "head of the best's lineage")  # a `missing` head may come back from a tier
             if head["status"] == "ok":
                 break
@@ -67,9 +77,10 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
         keep(entry["id"], f"best #{rank}")
     # Losses on other eval sets (an --init-from with other eval settings) are not comparable with
     # the current ones, so no ranking above can protect their best: each set keeps its own.
-    for fingerprint, best in _best_per_eval_set(doc["checkpoints"], metric, sign).items():
-        if fingerprint != eval_fp:
-            keep(best["id"], f"best of eval set {fingerprint[:12]}")
+    for fingerprint in sorted({e["eval_fingerprint"] for e in doc["checkpoints"]} - {eval_fp}):
+        other = pick_best(doc["checkpoints"], metric, mode, fingerprint)
+        if other is not None:
+            keep(other["id"], f"best of eval set {fingerprint[:12]}")
     recent = sorted((e for e in doc["checkpoints"] if is_eligible(e)), key=latest_key, reverse=True)
     for rank, entry in enumerate(recent[:keep_last], start=1):
         keep(entry["id"], f"latest #{rank}")
@@ -97,18 +108,6 @@ def plan_prune(paths: RunPaths, doc: dict[str, Any], keep_best: int, keep_last: 
         plan.delete.append(entry)
         plan.freed_bytes += size
     return plan
-
-
-def _best_per_eval_set(entries: list[dict[str, Any]], metric: str, sign: float) -> dict[str, dict[str, Any]]:
-    best: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        value = metric_of(entry, metric)
-        if not is_eligible(entry) or value is None:
-            continue
-        current = best.get(entry["eval_fingerprint"])
-        if current is None or sign * value < sign * (metric_of(current, metric) or 0.0):
-            best[entry["eval_fingerprint"]] = entry
-    return best
 
 
 def apply_prune(paths: RunPaths, doc: dict[str, Any], plan: PrunePlan, when: str) -> NanechoError | None:

@@ -12,8 +12,16 @@ from typing import Any, NamedTuple
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import dumps_canonical, parse_json, safe_join, sha256_file
-from nanecho_core.index import SUSPECT_PREFIX, check_metric_known, latest_key, lineage, metric_of, time_key
+from nanecho_core.fsio import dumps_canonical, is_utf8, parse_json, safe_join, sha256_file
+from nanecho_core.index import (
+    SUSPECT_PREFIX,
+    check_metric_known,
+    latest_key,
+    lineage,
+    metric_of,
+    progress_key,
+    time_key,
+)
 from nanecho_core.store import RunPaths, load_metadata
 
 log = logging.getLogger(__name__)
@@ -193,7 +201,7 @@ def _cache_candidates(
         )
         for name in names:
             sidecar = ckpt_dir / name
-            if not _is_utf8(name):
+            if not is_utf8(name):
                 rejected.append({"id": _shown(name), "tier": "cache", "reason": "file name is not UTF-8"})
                 continue
             entry, problem = _read_sidecar(sidecar)
@@ -212,7 +220,7 @@ def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> 
         return []
     entries: dict[str, dict[str, Any]] = {}
     for doc_path in sorted(artifact_dir.glob("*.json")):
-        if not _is_utf8(doc_path.name):
+        if not is_utf8(doc_path.name):
             rejected.append(
                 {"id": _shown(doc_path.name), "tier": "artifact", "reason": "file name is not UTF-8"}
             )
@@ -238,15 +246,6 @@ def _artifact_candidates(artifact_dir: Path, rejected: list[dict[str, str]]) -> 
     return [
         Candidate(e, "artifact", artifact_dir, Path(e["file"]).name, "artifact") for e in entries.values()
     ]
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a file name with bytes that are not UTF-8 (os.listdir gives them as surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown(name: str) -> str:
@@ -301,7 +300,7 @@ def _lineage_head(
         and not any(t.startswith(SUSPECT_PREFIX) for t in c.entry["tags"])
     ]
     descendants.sort(key=lambda c: TIER_ORDER[c.tier])
-    descendants.sort(key=lambda c: (c.entry["iteration"], latest_key(c.entry)), reverse=True)  # most trained
+    descendants.sort(key=lambda c: progress_key(c.entry), reverse=True)  # most trained first
     return _first_verified(descendants, rejected, tried) or best
 
 

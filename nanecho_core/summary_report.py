@@ -15,7 +15,7 @@ from typing import Any
 
 from nanecho_core import github, store
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import dumps_canonical
+from nanecho_core.fsio import check_inside, dumps_canonical
 from nanecho_core.summary import (
     RECENT_SESSIONS,
     RunView,
@@ -82,8 +82,7 @@ def summarize(
     files: dict[Path, str] = render_outputs(selected, all_views) if write else {}
     if readme is not None:
         readme_path = readme if readme.is_absolute() else root / readme
-        if not readme_path.resolve().is_relative_to(root.resolve()):  # `..`, absolute, a symlink out
-            raise NanechoError("README must be inside the repository root", readme_path)
+        check_inside(readme_path, root, "README")
         block = readme_block(all_views, readme_path, progress_path(root))
         files[readme_path] = replace_readme_block(readme_path, block)
     dashboard = dashboard_html(selected) if fmt == "html" or html is not None else None

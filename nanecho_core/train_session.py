@@ -299,9 +299,10 @@ def _run_train_step(
     if iters is None and req.until_iter is None:
         iters = int(config["train"]["iters"])
     budget = Budget(iters=iters, until_iter=req.until_iter, max_minutes=config["train"].get("max_minutes"))
-    if budget.target(trainer.iteration) > ids.MAX_ITERATION:
+    target = budget.target(trainer.iteration)
+    if target > ids.MAX_ITERATION:
         raise NanechoError(
-            f"this session would reach iteration {budget.target(trainer.iteration)}; checkpoint ids "
+            f"this session would reach iteration {target}; checkpoint ids "
             f"hold 8 digits, so a run ends at iteration {ids.MAX_ITERATION}"
         )
     outcome = trainer.run(budget, save, stop=stop, started=started)

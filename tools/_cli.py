@@ -39,12 +39,11 @@ def handle_errors(func: F) -> F:
 def _check_text_arguments(kwargs: dict[str, Any]) -> None:
     """Text arguments must be UTF-8: other bytes reach Python as lone surrogates, which no JSON
     document or git message can hold (they crashed the write, after the work was done)."""
+    from nanecho_core.fsio import is_utf8  # every command needs fsio; `--help` need not load it
+
     for name, value in kwargs.items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise NanechoError(f"{name.upper()} is not valid UTF-8 text") from None
+        if isinstance(value, str) and not is_utf8(value):
+            raise NanechoError(f"{name.upper()} is not valid UTF-8 text")
 
 
 class App(typer.Typer):
