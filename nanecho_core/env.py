@@ -68,3 +68,8 @@ def ref_branch() -> str | None:
 def cache_key() -> str | None:
     """The Actions cache key the workflow will save this session's checkpoints under (train-step)."""
     return os.environ.get("NANECHO_CACHE_KEY") or None
+
+
+def cpu_engine() -> str:
+    """NANECHO_CPU_ENGINE: how train-step computes a CPU step (auto, onednn, mm or autograd)."""
+    return (os.environ.get("NANECHO_CPU_ENGINE") or "auto").strip().lower()

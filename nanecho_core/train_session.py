@@ -305,6 +305,7 @@ def _run_train_step(
             f"this session would reach iteration {target}; checkpoint ids "
             f"hold 8 digits, so a run ends at iteration {ids.MAX_ITERATION}"
         )
+    log.info("training on %s, %s step, %d threads", device, trainer.engine, torch.get_num_threads())
     outcome = trainer.run(budget, save, stop=stop, started=started)
 
     record: dict[str, Any] = {

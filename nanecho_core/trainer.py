@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nanecho_core import env
 from nanecho_core.checkpoint import capture_rng, restore_rng
+from nanecho_core.cpu_engine import Products, forward_backward, resolve_engine
 from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_fingerprint
 from nanecho_core.errors import NanechoError
 from nanecho_core.malloc_tuning import retain_freed_memory
@@ -98,6 +100,9 @@ class Trainer:
         if dist is not None:
             self.rows = dist.rows(int(self.train_cfg["batch_size"]))
             self.model = dist.wrap(self.model)
+        # The hand-written CPU step (cpu_engine.py) where it applies, else autograd.
+        self.engine = resolve_engine(env.cpu_engine(), self.model_config, device, dist is not None)
+        self._products = Products(onednn=self.engine == "onednn")
         self.optimizer = self.raw_model.configure_optimizer(
             float(self.train_cfg["weight_decay"]),
             float(self.train_cfg["learning_rate"]),
@@ -204,12 +209,15 @@ class Trainer:
                 x, y = x[self.rows], y[self.rows]
             if self.device != "cpu":
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._sync_grads(micro == accum - 1):
-                with self._autocast():
-                    _, loss = self.model(x, y)
-                assert loss is not None
-                loss = loss / accum
-                loss.backward()
+            if self.engine != "autograd":
+                loss = forward_backward(self.raw_model, x, y, self._products, scale=1.0 / accum)
+            else:
+                with self._sync_grads(micro == accum - 1):
+                    with self._autocast():
+                        _, loss = self.model(x, y)
+                    assert loss is not None
+                    loss = loss / accum
+                    loss.backward()
             total = total + loss.detach().float()
         if self.dist is not None:
             total = self.dist.mean(total)  # the global batch's loss, the same on every rank

@@ -355,6 +355,16 @@ def test_iteration_targets_a_run_cannot_reach_are_refused_before_training(
     assert not (root / "step.json").exists() and not (root / RUN / "cache/checkpoints").exists()
 
 
+def test_an_unknown_cpu_engine_is_refused_before_training(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANECHO_CPU_ENGINE", "turbo")
+    result = train(root, "--iters", "3")
+    message = "Error: NANECHO_CPU_ENGINE must be one of auto, onednn, mm, autograd, not 'turbo'\n"
+    assert (result.exit_code, result.stderr) == (2, message)
+    assert not (root / "step.json").exists() and not (root / RUN / "cache/checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "detail"),
     [

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nanecho_core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from nanecho_core.cpu_engine import onednn_available
 from nanecho_core.data import load_splits
 from nanecho_core.presets import resolve_config
 from nanecho_core.session_loop import Budget
@@ -17,6 +18,7 @@ from nanecho_core.signals import StopRequest
 from nanecho_core.trainer import Trainer
 from tests.trainer_support import TINY_OVERRIDES, assert_same_training_state, write_corpus
 
+ENGINE = "onednn" if onednn_available() else "mm"
 TOTAL = 35  # eval_interval 10: evals at 0, 10, 20, 30
 
 
@@ -28,14 +30,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Run:
     """Drives Trainer sessions through real checkpoint files, like train-step does."""
 
-    def __init__(self, directory: Path, corpus: Path) -> None:
+    def __init__(self, directory: Path, corpus: Path, dropout: float = 0.1) -> None:
         self.dir = directory
-        self.config = resolve_config("ci", TINY_OVERRIDES)
+        self.config = resolve_config(
+            "ci", {**TINY_OVERRIDES, "model": {**TINY_OVERRIDES["model"], "dropout": dropout}}
+        )
         self.splits = load_splits(corpus, directory / "cache", 0.1, 16)
         self.saved: list[tuple[Path, str]] = []
         self.losses: list[float] = []
         self.scheduled_evals: list[tuple[int, float, float | None]] = []
         self.stop_reasons: list[str] = []
+        self.engines: list[str] = []
 
     def save(self, trainer: Trainer) -> None:
         path = self.dir / f"{len(self.saved):03d}-{trainer.iteration}.pt"
@@ -51,6 +56,7 @@ class Run:
         trainer = Trainer(self.config, self.splits, "cpu", record_losses=True, **kwargs)
         if self.saved:
             trainer.restore(self.latest(), "latest")
+        self.engines.append(trainer.engine)
         outcome = trainer.run(budget, self.save, stop=stop)
         self.outcome = outcome
         assert trainer.loss_history is not None
@@ -62,12 +68,18 @@ class Run:
         return trainer
 
 
-def uninterrupted(tmp_path: Path, corpus: Path) -> Run:
-    run = Run(tmp_path / "one", corpus)
+def uninterrupted(tmp_path: Path, corpus: Path, dropout: float = 0.1) -> Run:
+    run = Run(tmp_path / "one", corpus, dropout)
     run.session(Budget(until_iter=TOTAL))
     return run
 
 
+# dropout 0.1 trains through autograd (and restores the dropout RNG); dropout 0 through the
+# hand-written CPU step (cpu_engine.py), on oneDNN where this torch has it.
+ENGINES = [pytest.param(0.1, id="autograd"), pytest.param(0.0, id="hand-written")]
+
+
+@pytest.mark.parametrize("dropout", ENGINES)
 @pytest.mark.parametrize(
     "targets",
     [
@@ -77,12 +89,13 @@ def uninterrupted(tmp_path: Path, corpus: Path) -> Run:
     ],
 )
 def test_split_sessions_reproduce_the_uninterrupted_run_bit_for_bit(
-    tmp_path: Path, corpus: Path, targets: list[int]
+    tmp_path: Path, corpus: Path, targets: list[int], dropout: float
 ) -> None:
-    one = uninterrupted(tmp_path, corpus)
-    split = Run(tmp_path / "split", corpus)
+    one = uninterrupted(tmp_path, corpus, dropout)
+    split = Run(tmp_path / "split", corpus, dropout)
     for target in targets:
         split.session(Budget(until_iter=target))
+    assert split.engines == [("autograd" if dropout else ENGINE)] * len(targets)
     assert_same_training_state(one.latest(), split.latest())
     assert split.losses == one.losses and len(one.losses) == TOTAL
     assert split.scheduled_evals == one.scheduled_evals
@@ -118,9 +131,12 @@ def test_time_budget_split_stops_early_and_resumes_on_the_same_trajectory(
 
 
 @pytest.mark.slow
-def test_signal_before_an_iteration_stops_saves_and_resumes_identically(tmp_path: Path, corpus: Path) -> None:
-    one = uninterrupted(tmp_path, corpus)
-    split = Run(tmp_path / "split", corpus)
+@pytest.mark.parametrize("dropout", ENGINES)
+def test_signal_before_an_iteration_stops_saves_and_resumes_identically(
+    tmp_path: Path, corpus: Path, dropout: float
+) -> None:
+    one = uninterrupted(tmp_path, corpus, dropout)
+    split = Run(tmp_path / "split", corpus, dropout)
     stop = StopRequest()
     calls = itertools.count()
 
