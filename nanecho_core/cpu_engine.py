@@ -14,6 +14,7 @@ one process, see `supports`); everything else trains through autograd.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import cast
 
@@ -30,6 +31,9 @@ ENGINES = ("auto", "onednn", "mm", "autograd")
 
 
 def onednn_available() -> bool:
+    """oneDNN's fp32 linear is reachable and measured: x86-64 only (on ARM it is a different backend)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -37,7 +41,7 @@ def resolve_engine(requested: str, config: GPTConfig, device: str, distributed: 
     """The engine a CPU session trains with: "onednn", "mm" (both hand-written) or "autograd".
 
     `requested` is NANECHO_CPU_ENGINE: auto (the default) takes the hand-written step wherever it
-    applies, on oneDNN when this torch has it.
+    applies, on oneDNN where that is available (x86-64 builds of torch), else on torch.mm.
     """
     if requested not in ENGINES:
         raise NanechoError(f"NANECHO_CPU_ENGINE must be one of {', '.join(ENGINES)}, not {requested!r}")
