@@ -40,6 +40,9 @@ def train_step(
 ) -> None:
     """Train one session; save on improvement and at the end; SIGTERM/SIGINT stop cleanly (exit 0).
 
+    On CPU the step is hand-written on oneDNN where the model allows (no dropout, no bias);
+    NANECHO_CPU_ENGINE=autograd|mm|onednn overrides (docs/training.md, "The CPU step").
+
     Example:
 
         train-step --run .training-progress/nanecho-cached-ci --preset ci \\
