@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.model import GPT, Block, GPTConfig
+from nanecho_core.model import GPT, Block
 
 aten = torch.ops.aten
 EPS = 1e-5  # model.LayerNorm's
@@ -37,24 +37,32 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def resolve_engine(requested: str, config: GPTConfig, device: str, distributed: bool) -> str:
-    """The engine a CPU session trains with: "onednn", "mm" (both hand-written) or "autograd".
+def resolve_engine(requested: str, model: GPT, device: str, distributed: bool) -> str:
+    """The engine a session trains `model` with: "onednn", "mm" (both hand-written) or "autograd".
 
     `requested` is NANECHO_CPU_ENGINE: auto (the default) takes the hand-written step wherever it
     applies, on oneDNN where that is available (x86-64 builds of torch), else on torch.mm.
     """
     if requested not in ENGINES:
         raise NanechoError(f"NANECHO_CPU_ENGINE must be one of {', '.join(ENGINES)}, not {requested!r}")
-    if requested == "autograd" or not supports(config, device, distributed):
+    if requested == "autograd" or not supports(model, device, distributed):
         return "autograd"
     if requested == "mm" or not onednn_available():
         return "mm"
     return "onednn"
 
 
-def supports(config: GPTConfig, device: str, distributed: bool) -> bool:
-    """The cases the hand-written step covers; the rest keep autograd."""
-    return device == "cpu" and not distributed and config.dropout == 0.0 and not config.bias
+def supports(model: GPT, device: str, distributed: bool) -> bool:
+    """The cases the hand-written step covers; the rest keep autograd.
+
+    It computes model.GPT exactly as written: no dropout, no biases, the output head tied to the
+    token embedding, every parameter trained.
+    """
+    config = model.config
+    if device != "cpu" or distributed or config.dropout != 0.0 or config.bias:
+        return False
+    tied = model.lm_head.weight is model.transformer.wte.weight
+    return tied and all(p.requires_grad for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -166,8 +174,9 @@ def forward_backward(
     dlogits.mul_(scale / rows)
     dwte = products.grad_weight(dlogits, hf).contiguous()
     dx = _layer_norm_backward(products.grad_input(dlogits, wte), x, (mean_f, rstd_f), tr.ln_f.weight)
-    for block, s in zip(reversed(blocks), reversed(saved), strict=True):
-        dx = _block_backward(block, s, dx, products, (batch, seq, heads, head_dim))
+    del logp, dlogits, hf
+    for block in reversed(blocks):  # each block's saved values are freed once it is done
+        dx = _block_backward(block, saved.pop(), dx, products, (batch, seq, heads, head_dim))
 
     dwte.index_add_(0, flat, dx)
     _accumulate(wte, dwte)

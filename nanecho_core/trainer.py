@@ -13,6 +13,7 @@ hands over to it. Exact resume rests on four rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import torch
 
 from nanecho_core import env
 from nanecho_core.checkpoint import capture_rng, restore_rng
-from nanecho_core.cpu_engine import Products, forward_backward, resolve_engine
+from nanecho_core.cpu_engine import ENGINES, Products, forward_backward, resolve_engine
 from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_fingerprint
 from nanecho_core.errors import NanechoError
 from nanecho_core.malloc_tuning import retain_freed_memory
@@ -33,6 +34,8 @@ from nanecho_core.signals import StopRequest
 
 if TYPE_CHECKING:
     from nanecho_core.distributed import Distributed
+
+log = logging.getLogger(__name__)
 
 # What torch, numpy and random raise for a checkpoint state of the wrong shape (a user error).
 STATE_ERRORS = (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
@@ -101,7 +104,7 @@ class Trainer:
             self.rows = dist.rows(int(self.train_cfg["batch_size"]))
             self.model = dist.wrap(self.model)
         # The hand-written CPU step (cpu_engine.py) where it applies, else autograd.
-        self.engine = resolve_engine(env.cpu_engine(), self.model_config, device, dist is not None)
+        self.engine = resolve_engine(env.cpu_engine(), self.raw_model, device, dist is not None)
         self._products = Products(onednn=self.engine == "onednn")
         self.optimizer = self.raw_model.configure_optimizer(
             float(self.train_cfg["weight_decay"]),
@@ -141,6 +144,7 @@ class Trainer:
             "rng": capture_rng(),
             "train_accumulator": {"loss_sum": float(self._loss_sum.item()), "count": self._loss_count},
             "last_val_loss": self.last_val_loss,
+            "engine": self.engine,
         }
 
     def load_weights(self, state: dict[str, Any], where: str) -> None:
@@ -171,6 +175,16 @@ class Trainer:
             raise NanechoError(
                 f"checkpoint training state is unusable: {type(exc).__name__}: {exc}", where
             ) from exc
+        trained_with = state.get("engine", "autograd")  # checkpoints from before the CPU step: autograd
+        if trained_with != self.engine:
+            shown = trained_with if trained_with in ENGINES else "another"
+            log.warning(
+                "%s was trained with the %s step, this session uses the %s step: it continues "
+                "correctly, but not bit-identically to a run that never switched (NANECHO_CPU_ENGINE)",
+                where,
+                shown,
+                self.engine,
+            )
 
     # ---- one step, one eval --------------------------------------------------------------------
 

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from nanecho_core.checkpoint import load_checkpoint, read_sidecar
+from nanecho_core.cpu_engine import onednn_available
 from tests.trainer_support import assert_same_training_state, write_corpus, write_selection, write_tiny_config
 
 pytestmark = pytest.mark.slow
 RUN = ".training-progress/nanecho-e2e"
+ENGINE = "onednn" if onednn_available() else "mm"
 TRAIN_STEP = str(Path(sys.executable).parent / "train-step")
 
 
@@ -58,8 +60,18 @@ def final_state(root: Path, record: dict[str, Any]) -> dict[str, Any]:
     return load_checkpoint(root / RUN / entry["file"], entry["sha256"])
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_resume_after_signal_continues_same_trajectory(root: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "dropout"),
+    [
+        pytest.param(signal.SIGTERM, 0.1, id="SIGTERM"),
+        pytest.param(signal.SIGINT, 0.1, id="SIGINT"),
+        pytest.param(signal.SIGTERM, 0.0, id="SIGTERM-hand-written-step"),  # no dropout: cpu_engine.py
+    ],
+)
+def test_resume_after_signal_continues_same_trajectory(root: Path, signum: int, dropout: float) -> None:
+    config = json.loads((root / "tiny.json").read_text())
+    config["model"]["dropout"] = dropout
+    (root / "tiny.json").write_text(json.dumps(config))
     proc = start_and_wait_for(root, "a.json", "iter 15/", "--iters", "100000")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
@@ -76,6 +88,7 @@ def test_resume_after_signal_continues_same_trajectory(root: Path, signum: int) 
     assert (second["start_iteration"], second["end_iteration"]) == (stopped, target)
     one = run_to_end(root, "one.json", "--iters", str(target))
     assert_same_training_state(final_state(root, one), final_state(root, second))
+    assert final_state(root, second)["engine"] == ("autograd" if dropout else ENGINE)
     scheduled = [p for p in first["eval_points"] + second["eval_points"] if p[0] % 10 == 0]
     assert scheduled == [p for p in one["eval_points"] if p[0] % 10 == 0]
 
