@@ -165,7 +165,7 @@ def test_a_checkpoint_field_of_the_wrong_type_or_range_is_refused_before_trainin
         ),
         pytest.param(
             lambda s: s["optimizer"].update(state="x"),
-            ": checkpoint training state is unusable: AttributeError: 'str' object has no attribute 'items'",
+            ": checkpoint training state is unusable: TypeError: optimizer state is a str, not a dict",
             id="optimizer-state-str",
         ),
         pytest.param(
