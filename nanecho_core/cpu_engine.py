@@ -132,13 +132,18 @@ class _Saved:
 
 
 @torch.no_grad()
-def forward_backward(
-    model: GPT, idx: Tensor, targets: Tensor, products: Products, scale: float = 1.0
-) -> Tensor:
-    """The loss on (idx, targets) times `scale`; adds `scale` * its gradient to every parameter's .grad.
+def eval_loss(model: GPT, idx: Tensor, targets: Tensor, products: Products) -> Tensor:
+    """The mean cross-entropy of `model(idx, targets)`, computed as the hand-written step does (for eval)."""
+    x, _ = _forward(model, idx, products, saved=None)
+    hf = aten.native_layer_norm(x, [x.size(-1)], model.transformer.ln_f.weight, None, EPS)[0]
+    logits = products.linear(hf, model.transformer.wte.weight)
+    return F.nll_loss(torch.log_softmax(logits, dim=-1), targets.reshape(-1))
 
-    Same function as `model(idx, targets)` followed by `(loss * scale).backward()`.
-    """
+
+def _forward(
+    model: GPT, idx: Tensor, products: Products, saved: list[_Saved] | None
+) -> tuple[Tensor, list[Block]]:
+    """The residual stream after the last block, (rows, channels); each block's values into `saved`."""
     cfg = model.config
     batch, seq = idx.shape
     if seq > cfg.block_size:
@@ -146,12 +151,10 @@ def forward_backward(
     channels, heads = cfg.n_embd, cfg.n_head
     rows, head_dim = batch * seq, channels // cfg.n_head
     tr = model.transformer
-    wte, wpe = tr.wte.weight, tr.wpe.weight
-    flat = idx.reshape(-1)
-
-    x = (wte.index_select(0, flat).view(batch, seq, channels) + wpe[:seq]).view(rows, channels)
+    x = (
+        tr.wte.weight.index_select(0, idx.reshape(-1)).view(batch, seq, channels) + tr.wpe.weight[:seq]
+    ).view(rows, channels)
     blocks = cast(list[Block], list(tr.h))
-    saved = []
     for block in blocks:
         h1, mean1, rstd1 = aten.native_layer_norm(x, [channels], block.ln_1.weight, None, EPS)
         qkv = products.linear(h1, block.attn.c_attn.weight)
@@ -161,8 +164,29 @@ def forward_backward(
         h2, mean2, rstd2 = aten.native_layer_norm(x1, [channels], block.ln_2.weight, None, EPS)
         f = products.linear(h2, block.mlp.c_fc.weight)
         g = aten.gelu(f)
-        saved.append(_Saved(x, h1, (mean1, rstd1), (q, k, v), y, lse, x1, h2, (mean2, rstd2), f, g))
+        if saved is not None:
+            saved.append(_Saved(x, h1, (mean1, rstd1), (q, k, v), y, lse, x1, h2, (mean2, rstd2), f, g))
         x = products.linear_add(g, block.mlp.c_proj.weight, x1)
+    return x, blocks
+
+
+@torch.no_grad()
+def forward_backward(
+    model: GPT, idx: Tensor, targets: Tensor, products: Products, scale: float = 1.0
+) -> Tensor:
+    """The loss on (idx, targets) times `scale`; adds `scale` * its gradient to every parameter's .grad.
+
+    Same function as `model(idx, targets)` followed by `(loss * scale).backward()`.
+    """
+    batch, seq = idx.shape
+    cfg = model.config
+    channels, heads = cfg.n_embd, cfg.n_head
+    rows, head_dim = batch * seq, channels // cfg.n_head
+    tr = model.transformer
+    wte, wpe = tr.wte.weight, tr.wpe.weight
+    flat = idx.reshape(-1)
+    saved: list[_Saved] = []
+    x, blocks = _forward(model, idx, products, saved)
     hf, mean_f, rstd_f = aten.native_layer_norm(x, [channels], tr.ln_f.weight, None, EPS)
     logp = torch.log_softmax(products.linear(hf, wte), dim=-1)
     flat_targets = targets.reshape(-1)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nanecho_core import env
+from nanecho_core import cpu_engine, env
 from nanecho_core.checkpoint import capture_rng, restore_rng
 from nanecho_core.cpu_engine import ENGINES, Products, forward_backward, resolve_engine
 from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_fingerprint
@@ -259,8 +259,11 @@ class Trainer:
             for k, (x, y) in enumerate(self.eval_set):
                 if k % world != rank:  # ranks share the fixed eval batches; combined exactly below
                     continue
-                with self._autocast():
-                    _, loss = self.eval_model(x, y)
+                if self.engine != "autograd":
+                    loss = cpu_engine.eval_loss(self.raw_model, x, y, self._products)
+                else:
+                    with self._autocast():
+                        _, loss = self.eval_model(x, y)
                 assert loss is not None
                 losses[k] = loss.float()
             self.eval_model.train()

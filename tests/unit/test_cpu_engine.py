@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanecho_core import cpu_engine
-from nanecho_core.cpu_engine import Products, forward_backward, onednn_available, resolve_engine
+from nanecho_core.cpu_engine import Products, eval_loss, forward_backward, onednn_available, resolve_engine
 from nanecho_core.data import load_splits
 from nanecho_core.errors import NanechoError
 from nanecho_core.model import GPT, GPTConfig
@@ -75,6 +75,20 @@ def test_hand_written_gradients_equal_autograds(config: GPTConfig, seq: int, one
     for name, grad in expected.items():
         assert got[name].shape == grad.shape and got[name].is_contiguous(), name
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("onednn", BACKENDS)
+@pytest.mark.parametrize(("config", "seq"), CONFIGS)
+def test_eval_loss_is_the_models_loss(config: GPTConfig, seq: int, onednn: bool) -> None:
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    x, y = batch(config, seq, 4)
+    with torch.no_grad():
+        _, expected = model(x, y)
+    assert expected is not None
+    got = eval_loss(model, x, y, Products(onednn))
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("onednn", BACKENDS)
