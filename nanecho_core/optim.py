@@ -9,6 +9,7 @@ state_dict layout, so checkpoints move between the two in either direction (both
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -102,42 +103,76 @@ class FusedAdamW:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict of this class or of torch.optim.AdamW; ValueError where it does not fit."""
+        """Load a state_dict of this class or of torch.optim.AdamW (fused or foreach).
+
+        Everything is checked before anything changes, and every state tensor is copied into fresh
+        contiguous memory: the fused kernel assumes that layout, and a strided, sparse or shared
+        tensor from a crafted checkpoint would otherwise be updated wrongly or out of bounds.
+        Raises ValueError/TypeError/KeyError naming what does not fit.
+        """
         saved_groups = state_dict["param_groups"]
         if not isinstance(saved_groups, list) or len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
-        by_number: dict[Any, Tensor] = {}
+        by_number: dict[int, Tensor] = {}
+        groups = []
         for saved, group in zip(saved_groups, self.param_groups, strict=True):
-            if len(saved["params"]) != len(group["params"]):
+            numbers = saved["params"]
+            if len(numbers) != len(group["params"]):
                 raise ValueError(
                     "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
                 )
-            by_number.update(zip(saved["params"], group["params"], strict=True))
+            for number, param in zip(numbers, group["params"], strict=True):
+                if type(number) is not int or number in by_number:
+                    raise ValueError(f"optimizer parameter numbers must be distinct integers, got {number!r}")
+                by_number[number] = param
+            groups.append({**group, **_hyperparameters(saved)})
         saved_states = state_dict["state"]
         if not isinstance(saved_states, dict):
             raise TypeError(f"optimizer state is a {type(saved_states).__name__}, not a dict")
         state: dict[Tensor, dict[str, Tensor]] = {}
         for number, saved_state in saved_states.items():
-            param = by_number.get(number)
-            if param is not None:
-                state[param] = _fitted(saved_state, param, number)
-        groups = []
-        for saved, group in zip(saved_groups, self.param_groups, strict=True):
-            beta1, beta2 = saved["betas"]
-            hyper = {k: saved[k] for k in ("lr", "weight_decay", "eps")}
-            groups.append(
-                {**group, **{k: float(v) for k, v in hyper.items()}, "betas": (float(beta1), float(beta2))}
-            )
+            param = by_number.get(number) if type(number) is int else None
+            if param is None:
+                raise ValueError(f"optimizer state {number!r} belongs to no parameter")
+            state[param] = _fitted(saved_state, param, number)
         self.param_groups, self.state = groups, state
 
 
-def _fitted(saved: dict[str, Any], param: Tensor, number: Any) -> dict[str, Tensor]:
-    """One parameter's saved state on its device and dtype, checked against its shape."""
-    out = {"step": torch.as_tensor(saved["step"]).to(dtype=torch.float32, device=param.device).reshape(())}
+def _hyperparameters(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved group's lr, betas, eps and weight decay, as floats in AdamW's ranges."""
+    lr, eps, decay = (_finite(saved[key], key) for key in ("lr", "eps", "weight_decay"))
+    beta1, beta2 = (_finite(b, "betas") for b in saved["betas"])
+    if lr < 0 or eps <= 0 or decay < 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(
+            f"optimizer hyperparameters out of range: lr {lr}, betas ({beta1}, {beta2}), eps {eps}, weight_decay {decay}"
+        )
+    return {"lr": lr, "betas": (beta1, beta2), "eps": eps, "weight_decay": decay}
+
+
+def _finite(value: Any, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"optimizer {what} is not finite: {number}")
+    return number
+
+
+def _fitted(saved: dict[str, Any], param: Tensor, number: int) -> dict[str, Tensor]:
+    """One parameter's saved state, checked, in fresh contiguous tensors on its device and dtype."""
+    step = _finite(torch.as_tensor(saved["step"]).item(), f"state {number}.step")
+    if step < 0:
+        raise ValueError(f"optimizer state {number}.step is negative: {step}")
+    out = {"step": torch.tensor(step, dtype=torch.float32, device=param.device)}
     for key in ("exp_avg", "exp_avg_sq"):
         value = saved[key]
         if not isinstance(value, Tensor) or value.shape != param.shape:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"optimizer state {number}.{key} is {shape}, its parameter {tuple(param.shape)}")
-        out[key] = value.to(dtype=param.dtype, device=param.device)
+        if value.layout != torch.strided or not value.is_floating_point():
+            raise ValueError(
+                f"optimizer state {number}.{key} is a {value.layout} {value.dtype} tensor, not a dense float one"
+            )
+        fresh = torch.empty_like(param, memory_format=torch.contiguous_format).copy_(value)
+        if not torch.isfinite(fresh).all() or (key == "exp_avg_sq" and (fresh < 0).any()):
+            raise ValueError(f"optimizer state {number}.{key} holds non-finite or negative values")
+        out[key] = fresh
     return out

@@ -116,6 +116,56 @@ def fitted_ours() -> tuple[FusedAdamW, dict[str, Any]]:
         (lambda sd: sd["state"][1].update(exp_avg_sq="x"), ValueError, "state 1.exp_avg_sq is str"),
         (lambda sd: sd.update(state="x"), TypeError, "optimizer state is a str, not a dict"),
         (lambda sd: sd["state"][0].pop("step"), KeyError, "step"),
+        (lambda sd: sd["state"].update({7: sd["state"][0]}), ValueError, "state 7 belongs to no parameter"),
+        (
+            lambda sd: sd["state"].update({"0": sd["state"].pop(0)}),
+            ValueError,
+            "state '0' belongs to no parameter",
+        ),
+        (
+            lambda sd: sd["param_groups"][0]["params"].__setitem__(0, "a"),
+            ValueError,
+            "distinct integers, got 'a'",
+        ),
+        (
+            lambda sd: sd["param_groups"][1]["params"].__setitem__(0, 0),
+            ValueError,
+            "distinct integers, got 0",
+        ),
+        (lambda sd: sd["param_groups"][0].update(betas=(0.9, 1.0)), ValueError, "out of range"),
+        (
+            lambda sd: sd["param_groups"][0].update(betas=(float("nan"), 0.9)),
+            ValueError,
+            "betas is not finite",
+        ),
+        (lambda sd: sd["param_groups"][1].update(eps=0.0), ValueError, "out of range"),
+        (
+            lambda sd: sd["param_groups"][1].update(weight_decay=float("inf")),
+            ValueError,
+            "weight_decay is not finite",
+        ),
+        (lambda sd: sd["state"][0].update(step=torch.tensor(-1.0)), ValueError, "0.step is negative"),
+        (
+            lambda sd: sd["state"][0].update(step=torch.tensor(float("nan"))),
+            ValueError,
+            "0.step is not finite",
+        ),
+        (lambda sd: sd["state"][0]["exp_avg"].fill_(float("inf")), ValueError, "0.exp_avg holds non-finite"),
+        (
+            lambda sd: sd["state"][0]["exp_avg_sq"].fill_(-1.0),
+            ValueError,
+            "0.exp_avg_sq holds non-finite or negative",
+        ),
+        (
+            lambda sd: sd["state"][0].update(exp_avg=sd["state"][0]["exp_avg"].to_sparse()),
+            ValueError,
+            "torch.sparse_coo torch.float32 tensor, not a dense float one",
+        ),
+        (
+            lambda sd: sd["state"][0].update(exp_avg=torch.zeros(6, 4, dtype=torch.int64)),
+            ValueError,
+            "torch.strided torch.int64 tensor",
+        ),
     ],
 )
 def test_a_state_dict_that_does_not_fit_is_refused_and_changes_nothing(
@@ -151,3 +201,17 @@ def test_training_on_cpu_never_imports_torch_dynamo() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "FusedAdamW False\n"
+
+
+def test_loaded_state_is_fresh_contiguous_memory_whatever_the_checkpoint_held() -> None:
+    # A crafted checkpoint can hold strided or shared tensors; the fused kernel assumes each state
+    # tensor is its own contiguous block (a stride-0 one was written out of bounds).
+    opt, saved = fitted_ours()
+    shared = torch.zeros(4, 6).t()  # transposed: (6, 4), non-contiguous
+    saved["state"][0].update(exp_avg=shared, exp_avg_sq=shared)
+    saved["state"][1].update(exp_avg=torch.zeros(1).expand(3, 5), exp_avg_sq=torch.zeros(1).expand(3, 5))
+    opt.load_state_dict(saved)
+    tensors = [t for s in opt.state.values() for t in s.values()]
+    assert all(t.is_contiguous() for t in tensors)
+    assert len({t.data_ptr() for t in tensors}) == len(tensors)  # nothing shared, nothing aliased
+    assert all(t.data_ptr() != shared.data_ptr() for t in tensors)
