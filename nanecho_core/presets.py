@@ -49,7 +49,7 @@ _BASE_TRAIN = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A useful session in under a minute on 2 CPU cores (CI on every push): measured 17-20 ms/iter
-    # with the hand-written CPU step (35-50 through autograd) + a few s of start-up + 10 evals of
+    # with the hand-written CPU step (27-33 through autograd) + a few s of start-up + 10 evals of
     # 0.12 s (docs/training.md); two sessions end the cosine.
     "ci": {
         "schema_version": 1,
