@@ -355,6 +355,27 @@ def test_iteration_targets_a_run_cannot_reach_are_refused_before_training(
     assert not (root / "step.json").exists() and not (root / RUN / "cache/checkpoints").exists()
 
 
+def test_a_path_holding_a_nul_character_is_refused_naming_its_json_path(root: Path) -> None:
+    assert train(root, "--iters", "2").exit_code == 0
+    entry = step(root)["checkpoints"][-1]
+    write_selection(root / "sel.json", entry, Path("a\x00b"))
+    result = train(root, "--resume", str(root / "sel.json"), "--iters", "1", out="b.json")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {root / 'sel.json'}:$.resume_path: does not match the selection schema: 'a\\x00b' should not "
+        "be valid under {'pattern': '\\\\u0000'} (schema 0/not)\n",
+    )
+    config = json.loads((root / "tiny.json").read_text())
+    config["data"] = {"corpus": "c\x00.txt"}
+    (root / "nul.json").write_text(json.dumps(config))
+    result = train(root, "--config", str(root / "nul.json"), "--iters", "1", out="c.json")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"Error: {root / 'nul.json'}:$.data.corpus: does not match the config schema"
+    )
+    assert not (root / "b.json").exists() and not (root / "c.json").exists()
+
+
 def test_an_unknown_cpu_engine_is_refused_before_training(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
