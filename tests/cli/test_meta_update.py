@@ -331,6 +331,21 @@ def test_import_legacy_rejects_a_schema_violation(tmp_path: Path) -> None:
     assert not (tmp_path / RUN).exists() or not (tmp_path / RUN / "cache/metadata.json").exists()
 
 
+def test_import_legacy_refuses_an_impossible_file_size(tmp_path: Path, repo_root: Path) -> None:
+    # 1e308 MB overflowed to an infinite byte count and a traceback (found by the fuzzer).
+    doc = json.loads((repo_root / "tests/fixtures/metadata.json").read_text())
+    key = next(iter(doc))
+    doc[key]["file_size_mb"] = 1e308
+    legacy = tmp_path / "old.json"
+    legacy.write_text(json.dumps(doc))
+    result = invoke("import-legacy", str(legacy), "--root", str(tmp_path), "--run", RUN)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"Error: {legacy}:$.{key}.file_size_mb: does not match the legacy_metadata schema: 1e+308 is greater than "
+        "the maximum of 1000000000.0"
+    )
+
+
 def test_install_merge_driver_writes_local_git_config(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     result = invoke("install-merge-driver", "--root", str(tmp_path))
