@@ -135,9 +135,14 @@ class _Saved:
 def eval_loss(model: GPT, idx: Tensor, targets: Tensor, products: Products) -> Tensor:
     """The mean cross-entropy of `model(idx, targets)`, computed as the hand-written step does (for eval)."""
     x, _ = _forward(model, idx, products, saved=None)
-    hf = aten.native_layer_norm(x, [x.size(-1)], model.transformer.ln_f.weight, None, EPS)[0]
-    logits = products.linear(hf, model.transformer.wte.weight)
-    return F.nll_loss(torch.log_softmax(logits, dim=-1), targets.reshape(-1))
+    _, _, logp = _head(model, x, products)
+    return F.nll_loss(logp, targets.reshape(-1))
+
+
+def _head(model: GPT, x: Tensor, products: Products) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+    """The final LayerNorm's output and (mean, rstd), and the log-probabilities of the tied head."""
+    hf, mean, rstd = aten.native_layer_norm(x, [x.size(-1)], model.transformer.ln_f.weight, None, EPS)
+    return hf, (mean, rstd), torch.log_softmax(products.linear(hf, model.transformer.wte.weight), dim=-1)
 
 
 def _forward(
@@ -187,8 +192,7 @@ def forward_backward(
     flat = idx.reshape(-1)
     saved: list[_Saved] = []
     x, blocks = _forward(model, idx, products, saved)
-    hf, mean_f, rstd_f = aten.native_layer_norm(x, [channels], tr.ln_f.weight, None, EPS)
-    logp = torch.log_softmax(products.linear(hf, wte), dim=-1)
+    hf, stats_f, logp = _head(model, x, products)
     flat_targets = targets.reshape(-1)
     loss = F.nll_loss(logp, flat_targets)
 
@@ -197,7 +201,7 @@ def forward_backward(
     dlogits.scatter_add_(1, flat_targets.view(-1, 1), torch.full((rows, 1), -1.0))
     dlogits.mul_(scale / rows)
     dwte = products.grad_weight(dlogits, hf).contiguous()
-    dx = _layer_norm_backward(products.grad_input(dlogits, wte), x, (mean_f, rstd_f), tr.ln_f.weight)
+    dx = _layer_norm_backward(products.grad_input(dlogits, wte), x, stats_f, tr.ln_f.weight)
     del logp, dlogits, hf
     for block in reversed(blocks):  # each block's saved values are freed once it is done
         dx = _block_backward(block, saved.pop(), dx, products, (batch, seq, heads, head_dim))

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nanecho_core import cpu_engine, env
+from nanecho_core import env
 from nanecho_core.checkpoint import capture_rng, restore_rng
-from nanecho_core.cpu_engine import ENGINES, Products, forward_backward, resolve_engine
+from nanecho_core.cpu_engine import ENGINES, Products, eval_loss, forward_backward, resolve_engine
 from nanecho_core.data import BatchCursor, Splits, eval_batches, eval_set_fingerprint
 from nanecho_core.errors import NanechoError
 from nanecho_core.malloc_tuning import retain_freed_memory
@@ -260,7 +260,7 @@ class Trainer:
                 if k % world != rank:  # ranks share the fixed eval batches; combined exactly below
                     continue
                 if self.engine != "autograd":
-                    loss = cpu_engine.eval_loss(self.raw_model, x, y, self._products)
+                    loss = eval_loss(self.raw_model, x, y, self._products)
                 else:
                     with self._autocast():
                         _, loss = self.eval_model(x, y)
