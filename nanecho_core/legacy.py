@@ -55,6 +55,8 @@ def convert_legacy(
     """The legacy document as a current index (validated) and a report line per correction."""
     fastschema.validate(legacy, "legacy_metadata", path)
     report: list[str] = []
+    # JSON Schema counts 500.0 as an integer; the ids and the index want the int itself.
+    legacy = {key: {**rec, "iteration": int(rec["iteration"])} for key, rec in legacy.items()}
     records = sorted(legacy.items(), key=lambda kv: time_key(_timestamp(kv[1]["created_at"])))
     new_id = {key: _new_ids(key, rec)[1] for key, rec in records}
     if len(set(new_id.values())) != len(new_id):

@@ -331,6 +331,24 @@ def test_import_legacy_rejects_a_schema_violation(tmp_path: Path) -> None:
     assert not (tmp_path / RUN).exists() or not (tmp_path / RUN / "cache/metadata.json").exists()
 
 
+def test_import_legacy_takes_an_integral_float_iteration_as_the_integer(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    # JSON Schema lets 500.0 be an integer; it used to crash the id formatting (found by the fuzzer).
+    doc = json.loads((repo_root / "tests/fixtures/metadata.json").read_text())
+    for rec in doc.values():
+        rec["iteration"] = float(rec["iteration"])
+    legacy = tmp_path / "old.json"
+    legacy.write_text(json.dumps(doc))
+    result = invoke("import-legacy", str(legacy), "--root", str(tmp_path), "--run", RUN)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith(
+        "imported 17 of 17 legacy checkpoint(s); best: ckpt-20260731T145425Z-22deff1b-00000500\n"
+    )
+    entries = json.loads((tmp_path / RUN / "cache/metadata.json").read_text())["checkpoints"]
+    assert all(type(e["iteration"]) is int for e in entries)
+
+
 def test_import_legacy_refuses_an_impossible_file_size(tmp_path: Path, repo_root: Path) -> None:
     # 1e308 MB overflowed to an infinite byte count and a traceback (found by the fuzzer).
     doc = json.loads((repo_root / "tests/fixtures/metadata.json").read_text())
