@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -117,7 +118,29 @@ def _log_to_stderr() -> Iterator[None]:
 
 
 def main() -> None:
-    run(app)
+    from nanecho_core.distributed import world_from_env
+    from nanecho_core.errors import NanechoError
+
+    try:
+        several = world_from_env().world_size > 1
+    except NanechoError:
+        several = False  # the command itself reports the bad environment, cleanly
+    if not several:
+        run(app)
+        return
+    # Under torchrun, leave without the interpreter's teardown once everything is written and the
+    # process group destroyed: gloo's C++ threads can abort a finished rank there (SIGABRT,
+    # "terminate called without an active exception", seen twice in loaded test runs), and
+    # torchrun then fails the whole job although its work was done.
+    try:
+        run(app)
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":
