@@ -143,8 +143,25 @@ def recover_local_remote(git: Git, remote: str) -> list[Path]:
     if directory is None:
         return []
     resolved = directory.resolve()
-    if not _lock_files(resolved):
+    locks = _lock_files(resolved)
+    if not locks or _busy(resolved):
         return []
+    # A push killed a moment ago left a lock younger than the minimum age: wait it out (at most
+    # REMOTE_LOCK_MIN_AGE_S), else the retry this recovery is for fails on the same lock.
+    wait = max((REMOTE_LOCK_MIN_AGE_S - _age(lock) for lock in locks), default=0.0)
+    if 0.0 < wait <= REMOTE_LOCK_MIN_AGE_S:
+        time.sleep(wait)
+    return remove_stale_locks(resolved, busy=_busy(resolved), min_age_s=REMOTE_LOCK_MIN_AGE_S)
+
+
+def _busy(directory: Path) -> bool:
+    """Whether some process works in `directory` (a receive-pack has its cwd in the remote)."""
     cwds = _process_cwds()
-    busy = cwds is None or any(c == resolved or resolved in c.parents for c in cwds)
-    return remove_stale_locks(resolved, busy=busy, min_age_s=REMOTE_LOCK_MIN_AGE_S)
+    return cwds is None or any(c == directory or directory in c.parents for c in cwds)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
