@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import mmap
 import os
 import pickle
@@ -291,6 +292,19 @@ def check_state(state: dict[str, Any], path: Path) -> None:
     _check_fields(state["fingerprints"], "$.fingerprints", fingerprints, path)
     if state.get("train_accumulator") is not None:
         _check_fields(state["train_accumulator"], "$.train_accumulator", ACCUMULATOR_FIELDS, path)
+    # A file loaded without a known sha256 (--init-from, no sidecar) may carry flipped bits; a NaN
+    # or inf weight would otherwise surface only as "val loss not finite" after the first eval.
+    for name, tensor in state["model"].items():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not torch.isfinite(tensor).all()
+        ):
+            raise NanechoError(
+                "checkpoint weight holds NaN or inf values: the file is corrupt or its run diverged",
+                path,
+                f"$.model[{json.dumps(str(name))}]",
+            )
 
 
 def _check_fields(node: dict[Any, Any], json_path: str, fields: tuple[Field, ...], path: Path) -> None:

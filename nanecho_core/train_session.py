@@ -100,6 +100,8 @@ def _read_start(req: TrainRequest, model_fp: str) -> _Start:
     if req.init_from is not None:
         sidecar = read_sidecar(req.init_from) if req.init_from.exists() else None
         state = _load_state(req.init_from, sidecar["sha256"] if sidecar else None)
+        if sidecar is None:
+            log.warning("%s has no sidecar (.json) with its sha256: loaded it unverified", req.init_from)
         if state["fingerprints"]["model"] != model_fp:
             raise NanechoError(
                 "checkpoint model shape differs from the configured model; --init-from needs the same "

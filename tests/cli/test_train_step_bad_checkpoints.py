@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -189,6 +190,23 @@ def test_resuming_a_state_the_trainer_cannot_load_is_refused_before_training(
     assert_refused_before_training(root, result, f"Error: {pt}{error}")
 
 
+@pytest.mark.parametrize("mode", ["init-from", "resume"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_checkpoint_with_a_non_finite_weight_is_refused_before_training(
+    root: Path, real: tuple[dict[str, Any], dict[str, Any]], mode: str, bad: float
+) -> None:
+    """A flipped exponent bit in a file without a sidecar: named at load, not as a NaN val loss later."""
+    state, entry = real
+    name = "transformer.h.0.mlp.c_fc.weight"
+    pt = crafted(root, state, lambda s: s["model"][name].view(-1).__setitem__(7, bad))
+    result = start_from(root, mode, pt, entry)
+    error = (
+        f'Error: {pt}:$.model["{name}"]: checkpoint weight holds NaN or inf values: '
+        "the file is corrupt or its run diverged"
+    )
+    assert_refused_before_training(root, result, error)
+
+
 def test_a_truncated_checkpoint_without_a_sidecar_is_called_truncated(
     root: Path, real: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
@@ -218,3 +236,24 @@ def test_a_checkpoint_whose_sidecar_cannot_be_written_is_removed(
     assert error.endswith(".json: cannot write: No space left on device"), error
     assert not (root / "step.json").exists()
     assert sorted((root / RUN).rglob("*.pt")) == []
+
+
+def test_init_from_a_file_without_a_sidecar_trains_and_says_it_was_not_verified(
+    root: Path, real: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    state, entry = real
+    pt = crafted(root, state, lambda s: None)
+    warning = f"{pt} has no sidecar (.json) with its sha256: loaded it unverified"
+
+    result = train(root, "--init-from", str(pt), "--iters", "3")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines().count(warning) == 1
+    assert step(root)["init_from"] == entry["id"]
+
+    (root / "step.json").unlink()
+    pt.with_suffix(".json").write_text(
+        json.dumps({**entry, "sha256": hashlib.sha256(pt.read_bytes()).hexdigest()})
+    )
+    result = train(root, "--init-from", str(pt), "--iters", "3")
+    assert result.exit_code == 0, result.stderr
+    assert "unverified" not in result.stderr
