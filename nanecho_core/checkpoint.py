@@ -63,8 +63,11 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> tuple[str, int]:
     hash costs nothing next to the fsync; only then is the file renamed into place.
     """
     on_disk = {"format": FORMAT, "packed": packing.pack({k: v for k, v in state.items() if k != "format"})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise NanechoError(f"cannot write checkpoint: {exc.strerror or exc}", path) from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:

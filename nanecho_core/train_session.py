@@ -206,8 +206,7 @@ def _run_train_step(
         raise NanechoError("--iters must be >= 0")
     if req.until_iter is not None and req.until_iter < 0:
         raise NanechoError("--until-iter must be >= 0")
-    if req.out is not None and req.out.is_dir():  # refuse before training, not after a whole session
-        raise NanechoError("--out is a directory, expected the path of step.json", req.out)
+    _check_writable(req, paths)  # refuse before training, not after a whole session
     from nanecho_core import data as data_mod
 
     corpus_arg = config["data"]["corpus"]
@@ -346,6 +345,25 @@ def _run_train_step(
     if req.out is not None and (dist is None or dist.is_main):
         atomic_write_json(req.out, record)
     return record
+
+
+def _check_writable(req: TrainRequest, paths: store.RunPaths) -> None:
+    """Checkpoints and --out can be written where they go; checked before any training."""
+    checkpoints = paths.dir / store.CHECKPOINTS_DIR
+    if not _directory_or_creatable(checkpoints):
+        raise NanechoError("is not a directory: checkpoints cannot be written there", checkpoints)
+    if req.out is not None:
+        if req.out.is_dir():
+            raise NanechoError("--out is a directory, expected the path of step.json", req.out)
+        if not _directory_or_creatable(req.out.parent):
+            raise NanechoError("--out cannot be written: something on its path is not a directory", req.out)
+
+
+def _directory_or_creatable(path: Path) -> bool:
+    """`path` is a directory, or nothing is there and its nearest existing ancestor is one."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path.is_dir()
 
 
 def _first_val(outcome: Any, start_iteration: int) -> float | None:

@@ -298,6 +298,56 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
     assert not (root / RUN).exists()
 
 
+def _plant(kind: str) -> Any:
+    """Put a file, a dangling symlink or a symlink loop where the checkpoint directory goes."""
+
+    def plant(root: Path) -> None:
+        where = root / RUN / "cache" / "checkpoints"
+        where.parent.mkdir(parents=True)
+        if kind == "file":
+            where.write_text("x")
+        elif kind == "dangling":
+            where.symlink_to("nowhere")
+        else:
+            where.symlink_to(where.name)
+
+    return plant
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "expected"),
+    [
+        *(
+            pytest.param(
+                _plant(kind),
+                [],
+                f"Error: {{root}}/{RUN}/cache/checkpoints: is not a directory: checkpoints cannot be written there",
+                id=f"checkpoints-{kind}",
+            )
+            for kind in ("file", "dangling", "loop")
+        ),
+        pytest.param(
+            lambda r: (r / "README.md").write_text("x"),
+            ["--out", "{root}/README.md/a/step.json"],
+            "Error: {root}/README.md/a/step.json: --out cannot be written: something on its path is not a directory",
+            id="out-under-a-file",
+        ),
+    ],
+)
+def test_an_unwritable_destination_is_refused_before_training(
+    root: Path, setup: Any, args: list[str], expected: str
+) -> None:
+    """Before, a session trained its whole budget, then crashed at the save (FileExistsError)."""
+    setup(root)
+    before = _snapshot(root)
+    result = train(root, "--iters", "2", *[a.format(root=root) for a in args])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == expected.format(root=root) + "\n"
+    assert "eval at iter" not in result.stderr
+    assert _snapshot(root) == before
+    assert list((root / RUN).rglob("*.pt")) == []
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_a_gpu_is_a_user_error(root: Path) -> None:
     result = train(root, "--device", "cuda", "--iters", "1")
