@@ -200,6 +200,25 @@ def test_redact_removes_url_credentials_tokens_and_secret_env(monkeypatch: pytes
     assert out == "push https://***@github.com/o/r.git ***"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A password holding an unescaped `@`: everything before the host goes, not just its head.
+        ("fatal: https://user:s3cr3t@TOKEN@host/x.git", "fatal: https://***@host/x.git"),
+        ("ssh://git:pa@ss@host:22/r.git failed", "ssh://***@host:22/r.git failed"),
+        # Tokens in the query string.
+        ("https://h/x.git?access_token=s3cr3tTOKEN&ref=main", "https://h/x.git?access_token=***&ref=main"),
+        ("https://h/api?private_token=abc;x=1 then", "https://h/api?private_token=***;x=1 then"),
+        ("url https://h/x?Password=p4ss#frag", "url https://h/x?Password=***#frag"),
+        # Left alone: an address with no credentials, an `@` after the path, ordinary query values.
+        ("https://github.com/o/r.git (user@example.com)", "https://github.com/o/r.git (user@example.com)"),
+        ("https://h/x?ref=main&depth=1", "https://h/x?ref=main&depth=1"),
+    ],
+)
+def test_redact_covers_passwords_with_at_signs_and_query_string_tokens(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 def test_github_outputs_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     summary = tmp_path / "summary.md"
