@@ -116,7 +116,8 @@ def _push_branch(req: CommitRequest, git: gitops.Git) -> str | None:
         raise NanechoError(
             "detached HEAD and no --branch: pass --branch to name the branch to push", git.root
         )
-    if not git.run("check-ref-format", f"refs/heads/{branch}", check=False).ok:
+    # refs/heads/-f is a valid ref, but a branch named like an option is never what was meant.
+    if branch.startswith("-") or not git.run("check-ref-format", f"refs/heads/{branch}", check=False).ok:
         raise NanechoError(f"{branch!r} is not a valid branch name (git check-ref-format)", git.root)
     return branch
 

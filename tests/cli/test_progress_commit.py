@@ -299,12 +299,15 @@ def test_detached_head_needs_a_branch_to_push_and_nothing_is_committed(work: Pat
     assert _repo_state(work) == before
 
 
-def test_invalid_branch_name_is_refused_before_committing(work: Path, env: Path, remote: Path) -> None:
+@pytest.mark.parametrize("branch", ["bad..name", "-f"])
+def test_invalid_branch_name_is_refused_before_committing(
+    work: Path, env: Path, remote: Path, branch: str
+) -> None:
     _session(work, env, 1, 1)
     before, before_remote = _repo_state(work), git(remote, "rev-parse", "main")
-    code, _, stderr, doc = _commit(work, env, "--push", "--branch", "bad..name")
+    code, _, stderr, doc = _commit(work, env, "--push", f"--branch={branch}")
     assert code == 2 and doc is None
-    assert stderr == f"Error: {work}: 'bad..name' is not a valid branch name (git check-ref-format)\n"
+    assert stderr == f"Error: {work}: {branch!r} is not a valid branch name (git check-ref-format)\n"
     assert _repo_state(work) == before
     assert git(remote, "rev-parse", "main") == before_remote
     assert not list(env.glob("*.bundle"))
