@@ -21,6 +21,11 @@ from pathlib import Path
 
 NANOGPT_BENCH = Path("/work/shared/bench/nanogpt_speed.py")
 SKIP = 10  # warm-up iterations excluded from the median (as nanogpt_speed.py does)
+MFU_GOAL = 0.70  # issue 4's goal for the CPU configuration
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 def gemm_peak_flops(sizes: tuple[int, ...] = (1024, 1536, 2048, 3072), repeats: int = 8) -> dict[str, float]:
@@ -225,6 +230,11 @@ def main() -> None:
             f"MFU {ref_flops / peak:.1%} (autograd on torch.matmul)"
         )
         print(f"ratio nanecho/nanoGPT tokens/s (mean of our two runs): {ratio:.2f}x")
+        mfu = best["model_flops_per_s"] / peak
+        print(
+            f"goals: MFU >= {MFU_GOAL:.0%}: {_verdict(mfu >= MFU_GOAL)} ({mfu:.1%}, best run); "
+            f"never below nanoGPT: {_verdict(ratio >= 1.0)} ({ratio:.2f}x)"
+        )
     if first["engine"] != "autograd":
         before = os.environ.get("NANECHO_CPU_ENGINE")
         os.environ["NANECHO_CPU_ENGINE"] = "autograd"

@@ -14,7 +14,6 @@ from pathlib import Path
 # Plain click help (no rich boxes): stable across rich versions and readable in any Markdown viewer.
 os.environ["TYPER_USE_RICH"] = "0"
 
-import click  # noqa: E402
 import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -40,10 +39,9 @@ def _help(app: typer.Typer, prog: str, args: list[str]) -> str:
 
 
 def _subcommands(app: typer.Typer) -> list[str]:
+    # Duck-typed: typer 0.2x vendors click, so its groups are not the click package's Group.
     command = typer.main.get_command(app)
-    if isinstance(command, click.Group):
-        return sorted(command.commands)
-    return []
+    return sorted(getattr(command, "commands", None) or {})
 
 
 def render() -> str:
