@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import atomic_writer
+from nanecho_core.fsio import atomic_writer, read_bytes
 
 TOKENIZER = {"name": "bytes", "vocab_size": 256}
 BUNDLED_CORPUS = "tinyshakespeare.txt"
@@ -32,7 +32,7 @@ def read_corpus(path: str | os.PathLike[str] | None) -> bytes:
     if path is None:
         return bundled_corpus_bytes()
     try:
-        data = Path(path).read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError as exc:
         raise NanechoError("corpus not found", path) from exc
     except IsADirectoryError as exc:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -47,8 +49,14 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     """Yield a temp file in the target's directory; on success fsync + rename over the target.
 
     A crash (or exception) at any instant leaves the previous file untouched and no partial target.
+    A device or a pipe (/dev/stdout, /dev/null, a FIFO) is written in place: renaming over it would
+    replace the node itself with a regular file, and a stream has no previous content to keep.
     """
     target = Path(path)
+    if _is_stream(target):
+        with open(target, mode) as handle:
+            yield handle
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
@@ -62,6 +70,31 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def _is_stream(path: Path) -> bool:
+    """An existing path that is neither a regular file nor a directory (a device, a FIFO, a socket),
+    or a link to an open descriptor: /dev/stdout -> /proc/self/fd/1 is a regular file under `> out`,
+    and renaming over it would replace /dev/stdout itself."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if path.is_symlink() and os.readlink(path).startswith("/proc/self/fd/"):
+        return True
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def file_holds(path: str | os.PathLike[str], data: bytes) -> bool:
+    """True when `path` is a regular file holding exactly `data`; a device or a pipe is never read."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -181,24 +214,45 @@ def safe_join(base: str | os.PathLike[str], relative: str, *, what: str = "path"
     if any(part == ".." for part in rel.parts):
         raise NanechoError(f"{what} {relative!r} escapes {base_path} (contains '..')")
     joined = base_path / rel
-    resolved_base = base_path.resolve()
-    resolved = joined.resolve()
-    if resolved != resolved_base and resolved_base not in resolved.parents:
+    real_base = resolved(base_path)
+    real = resolved(joined)
+    if real != real_base and real_base not in real.parents:
         raise NanechoError(f"{what} {relative!r} resolves outside {base_path} (symlink?)")
     return joined
 
 
+def resolved(path: str | os.PathLike[str]) -> Path:
+    """The absolute path with symlinks resolved; a symlink loop is a user error naming the path."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError as exc:  # how Python 3.11 and 3.12 report a loop
+        raise NanechoError("symlink loop", path) from exc
+    except OSError as exc:  # 3.13+: ELOOP
+        message = "symlink loop" if exc.errno == errno.ELOOP else f"cannot resolve: {exc.strerror or exc}"
+        raise NanechoError(message, path) from exc
+
+
 def check_inside(path: Path, root: Path, what: str) -> None:
     """Refuse a path (absolute, with `..`, or through a symlink) that resolves outside `root`."""
-    if not path.resolve().is_relative_to(root.resolve()):
+    if not resolved(path).is_relative_to(resolved(root)):
         raise NanechoError(f"{what} must be inside the repository root", path)
 
 
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """An input file's bytes; a pipe is read to its end, a character or block device is refused
+    (/dev/zero never ends). Other failures stay OSError, for the caller to word."""
+    # Checked before opening: opening some devices acts (a watchdog starts counting down).
+    mode = os.stat(path).st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise NanechoError("is a device, not a file", path)
+    return Path(path).read_bytes()
+
+
 def read_text(path: str | os.PathLike[str], *, kind: str = "file") -> str:
-    """A UTF-8 file's text, byte for byte (no newline translation); missing, a directory,
+    """A UTF-8 file's text, byte for byte (no newline translation); missing, a directory, a device,
     unreadable or not UTF-8 is a user error naming the file."""
     try:
-        return Path(path).read_bytes().decode("utf-8")
+        return read_bytes(path).decode("utf-8")
     except FileNotFoundError as exc:
         raise NanechoError("file not found", path) from exc
     except IsADirectoryError as exc:

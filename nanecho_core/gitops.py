@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nanecho_core import env
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import atomic_write_text, check_inside, read_text
+from nanecho_core.fsio import atomic_write_text, check_inside, read_text, resolved
 from nanecho_core.redact import redact
 from nanecho_core.store import PROGRESS_DIR, RunPaths
 
@@ -145,7 +145,7 @@ def open_repo(root: Path) -> Git:
     if not result.ok:
         raise NanechoError("not a git work tree (run git init or pass --root)", root)
     top = Path(result.stdout.strip())
-    if top.resolve() != root.resolve():
+    if resolved(top) != resolved(root):
         raise NanechoError(f"--root must be the top of the work tree ({top})", root)
     return git
 
@@ -225,7 +225,7 @@ def allowed_files(paths: RunPaths, readme: Path | None) -> list[Path]:
 
 
 def _rel(root: Path, path: Path) -> str:
-    return path.resolve().relative_to(root.resolve()).as_posix()
+    return resolved(path).relative_to(resolved(root)).as_posix()
 
 
 def _carried_under(git: Git, rel: str) -> set[str]:

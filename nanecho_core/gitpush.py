@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nanecho_core import gitrecover, gitreplay
 from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import resolved
 from nanecho_core.gitops import Git, GitResult
 
 log = logging.getLogger(__name__)
@@ -245,12 +246,16 @@ def write_bundle(git: Git, target: Path, remote: str, branch: str) -> Path | Non
     candidates.append(("HEAD",))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        where = resolved(target)
     except OSError as exc:  # the push's outcome must still be reported: no bundle, then
         log.warning("cannot write a bundle in %s: %s", target.parent, exc.strerror or exc)
         return None
+    except NanechoError as exc:
+        log.warning("cannot write a bundle: %s", exc)
+        return None
     for revs in candidates:
         # Recover with `git fetch <bundle> HEAD` (or `git pull <bundle> HEAD`) in any clone.
-        created = git.run("bundle", "create", "--quiet", str(target.resolve()), *revs, check=False)
+        created = git.run("bundle", "create", "--quiet", str(where), *revs, check=False)
         if created.ok:
             return target
     return None

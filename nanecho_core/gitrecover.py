@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import exclusive_lock
+from nanecho_core.fsio import exclusive_lock, resolved
 from nanecho_core.gitops import Git
 
 log = logging.getLogger(__name__)
@@ -142,16 +142,16 @@ def recover_local_remote(git: Git, remote: str) -> list[Path]:
     directory = local_remote_dir(git, remote)
     if directory is None:
         return []
-    resolved = directory.resolve()
-    locks = _lock_files(resolved)
-    if not locks or _busy(resolved):
+    real = resolved(directory)
+    locks = _lock_files(real)
+    if not locks or _busy(real):
         return []
     # A push killed a moment ago left a lock younger than the minimum age: wait it out (at most
     # REMOTE_LOCK_MIN_AGE_S), else the retry this recovery is for fails on the same lock.
     wait = max((REMOTE_LOCK_MIN_AGE_S - _age(lock) for lock in locks), default=0.0)
     if 0.0 < wait <= REMOTE_LOCK_MIN_AGE_S:
         time.sleep(wait)
-    return remove_stale_locks(resolved, busy=_busy(resolved), min_age_s=REMOTE_LOCK_MIN_AGE_S)
+    return remove_stale_locks(real, busy=_busy(real), min_age_s=REMOTE_LOCK_MIN_AGE_S)
 
 
 def _busy(directory: Path) -> bool:

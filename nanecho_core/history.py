@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import is_blank, parse_json
+from nanecho_core.fsio import is_blank, parse_json, read_text
 from nanecho_core.summary import downsample
 from nanecho_core.summary_html import Chart, Series, html_table, page, svg_chart
 from nanecho_core.summary_md import MERMAID_ONE_LINE, fmt_loss, md_table, mermaid_number
@@ -80,12 +80,7 @@ def normalize_version(number: int, doc: Any, path: str) -> dict[str, Any]:
 def load_legacy_history(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the JSONL history (file order = commit order) and flag every backward jump in iterations."""
     name = os.fspath(path)
-    try:
-        text = open(name, encoding="utf-8").read()  # noqa: SIM115 - read whole, errors mapped below
-    except FileNotFoundError as exc:
-        raise NanechoError("file not found", name) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NanechoError(f"cannot read: {exc}", name) from exc
+    text = read_text(name)
     versions: list[dict[str, Any]] = []
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is valid JSON
         if not is_blank(line):

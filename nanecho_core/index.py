@@ -194,6 +194,7 @@ def record_session(
     if len(set(ids)) != len(ids):
         raise NanechoError("duplicate checkpoint ids", step_path, "$.checkpoints")
     entries = _unrecorded_ancestors(paths, entries) + entries
+    appended = not _session_logged(paths, step["session_id"])  # read first: unreadable changes nothing
     accepted_reset = bool(step.get("regression_allowed"))
     fast = None if accepted_reset else _record_fast(paths, entries)
     if fast is None:
@@ -210,7 +211,6 @@ def record_session(
     else:
         outcome = fast
     added_ids, best_id, best_file, latest_id = outcome
-    appended = not _session_logged(paths, step["session_id"])
     if appended:
         append_session(paths, step)
     return RecordResult(
@@ -295,6 +295,8 @@ def _session_logged(paths: RunPaths, session_id: str) -> bool:
         data = paths.sessions.read_bytes()
     except FileNotFoundError:
         return False
+    except OSError as exc:  # a directory, a symlink loop
+        raise NanechoError(f"cannot read: {exc.strerror or exc}", paths.sessions) from exc
     return ('"session_id":' + json.dumps(session_id)).encode() in data
 
 

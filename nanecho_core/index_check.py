@@ -108,6 +108,8 @@ def _sessions_problems(paths: RunPaths) -> list[str]:
         lines = paths.sessions.read_bytes().split(b"\n")
     except FileNotFoundError:
         return []
+    except OSError as exc:  # a directory, a symlink loop
+        return [f"{paths.sessions}: cannot read: {exc.strerror or exc}"]
     last = max((i for i, line in enumerate(lines) if not is_blank(line)), default=-1)
     problems = []
     for number, line in enumerate(lines):

@@ -15,7 +15,7 @@ from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import atomic_write_json, parse_json
+from nanecho_core.fsio import atomic_write_json, parse_json, read_text
 from nanecho_core.index import recompute
 from nanecho_core.store import empty_index
 
@@ -26,7 +26,7 @@ _UNION_FIELDS = ("tags", "notes")
 
 def _read_side(path: str | os.PathLike[str], *, base: bool) -> dict[str, Any] | None:
     target = Path(path)
-    text = target.read_text(encoding="utf-8") if target.exists() else ""
+    text = read_text(target, kind="JSON file") if target.exists() else ""
     if not text.strip():
         if base:
             return None  # added on both sides: no common ancestor

@@ -21,6 +21,7 @@ from nanecho_core.fsio import (
     is_blank,
     parse_json,
     read_json,
+    resolved,
     safe_join,
     sha256_bytes,
 )
@@ -83,7 +84,7 @@ class RunPaths:
         return safe_join(self.dir, relative, what="checkpoint file")
 
     def relative(self, path: Path) -> str:
-        return path.resolve().relative_to(self.dir.resolve()).as_posix()
+        return resolved(path).relative_to(resolved(self.dir)).as_posix()
 
 
 def run_paths(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> RunPaths:
@@ -95,7 +96,7 @@ def run_paths(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> RunP
     run_path = Path(run_text)
     if run_path.is_absolute():
         try:
-            run_text = run_path.resolve().relative_to(root_path.resolve()).as_posix()
+            run_text = resolved(run_path).relative_to(resolved(root_path)).as_posix()
         except ValueError:
             raise NanechoError(f"run directory is outside the root {root_path}", run_path) from None
     run_dir = safe_join(root_path, run_text, what="run directory")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import atomic_write_text, dumps_canonical
+from nanecho_core.fsio import atomic_write_text, dumps_canonical, file_holds, resolved
 from nanecho_core.store import PROGRESS_DIR, RunPaths, load_metadata, read_sessions, run_paths
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ def collect(root: Path, runs: Sequence[RunPaths] | None = None) -> tuple[list[Ru
     everything: dict[str, RunPaths] = {}
     for paths in [*discovered, *selected]:
         other = everything.get(paths.name)
-        if other is not None and other.dir.resolve() != paths.dir.resolve():
+        if other is not None and resolved(other.dir) != resolved(paths.dir):
             raise NanechoError(f"two runs are named {paths.name!r}: {other.dir} and {paths.dir}", paths.dir)
         everything[paths.name] = paths
     with _no_gc_pauses():
@@ -356,11 +356,7 @@ def render_outputs(selected: Sequence[RunView], all_views: Sequence[RunView]) ->
 def write_outputs(outputs: dict[Path, str]) -> list[Path]:
     """Write derived files atomically; files whose content is already right are left untouched."""
     for path, text in outputs.items():
-        try:
-            unchanged = path.read_text(encoding="utf-8") == text
-        except (OSError, UnicodeDecodeError):
-            unchanged = False
-        if not unchanged:
+        if not file_holds(path, text.encode("utf-8")):
             atomic_write_text(path, text)
     return list(outputs)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import read_bytes
 from nanecho_core.summary import (
     FRESH_RESTART,
     OLDER_CHECKPOINT,
@@ -327,7 +328,7 @@ def readme_block(views: Sequence[RunView], readme: Path, progress: Path) -> str:
 def replace_readme_block(path: Path, block: str) -> str:
     """The README text with the marked block replaced; everything outside the markers kept byte for byte."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bytes(path).decode("utf-8")
     except FileNotFoundError as exc:
         raise NanechoError("README not found", path) from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -364,6 +364,31 @@ def test_import_legacy_refuses_an_impossible_file_size(tmp_path: Path, repo_root
     )
 
 
+@pytest.mark.parametrize("side", ["base", "ours", "theirs"])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("directory", "is a directory, expected a JSON file"), ("binary", "not UTF-8 text")],
+)
+def test_merge_driver_refuses_an_unreadable_side_in_one_line_leaving_ours_alone(
+    tmp_path: Path, side: str, kind: str, message: str
+) -> None:
+    # git runs the driver: a traceback here was a merge conflict with a Python stack in the log.
+    index = seed_run(tmp_path, chain(2.0), files=False).metadata.read_bytes()
+    sides = {name: tmp_path / f"{name}.json" for name in ("base", "ours", "theirs")}
+    for name, path in sides.items():
+        if name != side:
+            path.write_bytes(index)
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.write_bytes(b"\x80\xff{")
+    before = snapshot(tmp_path)
+    result = invoke("merge-driver", *(str(p) for p in sides.values()))
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {sides[side]}: {message}\n"
+    assert snapshot(tmp_path) == before
+
+
 def test_install_merge_driver_writes_local_git_config(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     result = invoke("install-merge-driver", "--root", str(tmp_path))

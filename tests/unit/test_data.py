@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +113,18 @@ def test_missing_or_empty_corpus_is_a_user_error(tmp_path: Path) -> None:
         read_corpus(tmp_path / "empty.txt")
     with pytest.raises(NanechoError, match="too small"):
         split_tokens(np.arange(20, dtype=np.uint16), 0.1, 16)
+
+
+def test_a_corpus_that_is_a_device_is_refused_and_a_pipe_is_read(tmp_path: Path) -> None:
+    # train-step --corpus /dev/zero grew to 24 GB; --corpus <(cat text) must keep working.
+    if not (os.path.exists("/dev/null") and stat.S_ISCHR(os.stat("/dev/null").st_mode)):
+        pytest.skip("needs the character device /dev/null")
+    with pytest.raises(NanechoError) as caught:
+        read_corpus("/dev/null")
+    assert str(caught.value) == "Error: /dev/null: is a device, not a file"
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=pipe.write_bytes, args=(b"piped text\n",), daemon=True)
+    writer.start()
+    assert read_corpus(pipe) == b"piped text\n"
+    writer.join(5)
