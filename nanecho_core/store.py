@@ -38,6 +38,7 @@ LOCK_FILE = ".lock"
 # committed; a stale stamp only costs a re-validation.
 VERIFIED_FILE = ".metadata.verified"
 PROGRESS_DIR = ".training-progress"
+PROGRESS_FILE = "PROGRESS.md"  # beside the runs, written by summarize
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,17 @@ class RunPaths:
 
     def relative(self, path: Path) -> str:
         return resolved(path).relative_to(resolved(self.dir)).as_posix()
+
+
+def refuse_kept_file(path: Path, paths: RunPaths, option: str) -> None:
+    """An output option must not name a file the tools keep: a run's index, session log or summary,
+    anything under its cache/, or PROGRESS.md. Writing a result there replaces the run's history
+    (and the next tool then fails on a document it cannot read)."""
+    target = os.path.realpath(path)  # never raises, symlink loops included
+    kept = [paths.metadata, paths.sessions, paths.summary, paths.root / PROGRESS_DIR / PROGRESS_FILE]
+    cache = os.path.realpath(paths.dir / "cache")
+    if target in {os.path.realpath(p) for p in kept} or target.startswith(cache + os.sep):
+        raise NanechoError(f"{option} names a file that run {paths.name} keeps; write it elsewhere", path)
 
 
 def run_paths(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> RunPaths:

@@ -19,11 +19,10 @@ from typing import Any
 
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import atomic_write_text, dumps_canonical, file_holds, resolved
-from nanecho_core.store import PROGRESS_DIR, RunPaths, load_metadata, read_sessions, run_paths
+from nanecho_core.store import PROGRESS_DIR, PROGRESS_FILE, RunPaths, load_metadata, read_sessions, run_paths
 
 log = logging.getLogger(__name__)
 
-PROGRESS_FILE = "PROGRESS.md"
 SUMMARY_SCHEMA_VERSION = 1  # schemas/summary.schema.json
 RECENT_SESSIONS = 20  # rows in the sessions tables
 TREND_WINDOW = 5  # sessions the trend looks back over

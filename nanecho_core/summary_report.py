@@ -85,6 +85,9 @@ def summarize(
         check_inside(readme_path, root, "README")
         block = readme_block(all_views, readme_path, progress_path(root))
         files[readme_path] = replace_readme_block(readme_path, block)
+    if html is not None:
+        for view in all_views:
+            store.refuse_kept_file(html, view.paths, "--html")
     dashboard = dashboard_html(selected) if fmt == "html" or html is not None else None
     if html is not None and dashboard is not None:
         files[html] = dashboard

@@ -353,6 +353,7 @@ def _check_writable(req: TrainRequest, paths: store.RunPaths) -> None:
     if not _directory_or_creatable(checkpoints):
         raise NanechoError("is not a directory: checkpoints cannot be written there", checkpoints)
     if req.out is not None:
+        store.refuse_kept_file(req.out, paths, "--out")
         if req.out.is_dir():
             raise NanechoError("--out is a directory, expected the path of step.json", req.out)
         if not _directory_or_creatable(req.out.parent):

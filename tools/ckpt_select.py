@@ -46,11 +46,12 @@ def select(
     from nanecho_core.github import write_outputs
     from nanecho_core.presets import preset_model_fingerprint
     from nanecho_core.selection import select_checkpoint, selection_json
-    from nanecho_core.store import run_paths
+    from nanecho_core.store import refuse_kept_file, run_paths
 
     if mode not in ("min", "max"):
         raise NanechoError(f"--mode must be min or max, got {mode!r}")
     paths = run_paths(root, run_dir)
+    refuse_kept_file(out, paths, "--out")
     fingerprint = preset_model_fingerprint(preset, config)
     doc = select_checkpoint(
         paths,

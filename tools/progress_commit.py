@@ -13,6 +13,7 @@ from nanecho_core.fsio import atomic_write_json
 from nanecho_core.github import write_outputs
 from nanecho_core.gitops import DEFAULT_MAX_BYTES
 from nanecho_core.progress_commit import CommitRequest, check_writable, commit_progress
+from nanecho_core.store import refuse_kept_file, run_paths
 from nanecho_tools._cli import App, JsonFlag, RootDir, RunDir, echo_json, run
 
 app = App(help="Commit (and push) a run's progress files; never report a push that did not land.")
@@ -84,7 +85,8 @@ def progress_commit(
         backoff_s=backoff,
         bundle_dir=bundle_dir if bundle_dir is not None else out.parent,
     )
-    check_writable(out, "--out")  # refused before committing, not after
+    refuse_kept_file(out, run_paths(root, run_dir), "--out")  # refused before committing, not after
+    check_writable(out, "--out")
     result = commit_progress(request)
     doc = result.to_doc()
     atomic_write_json(out, doc)

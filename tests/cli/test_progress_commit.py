@@ -440,3 +440,15 @@ def test_json_flag_prints_the_result_document(work: Path, env: Path) -> None:
     code, stdout, _, doc = _commit(work, env, "--json")
     assert code == 0
     assert json.loads(stdout) == doc
+
+
+def test_an_out_naming_the_runs_index_is_refused_before_committing(work: Path, env: Path) -> None:
+    _session(work, env, 1, 1)
+    before = _repo_state(work)
+    index = work / RUN / "cache" / "metadata.json"
+    result = runner.invoke(app, ["--root", str(work), "--run", RUN, "--out", str(index), "--push"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {index}: --out names a file that run {Path(RUN).name} keeps; write it elsewhere\n"
+    )
+    assert _repo_state(work) == before

@@ -332,6 +332,12 @@ def _plant(kind: str) -> Any:
             "Error: {root}/README.md/a/step.json: --out cannot be written: something on its path is not a directory",
             id="out-under-a-file",
         ),
+        pytest.param(
+            lambda r: None,
+            ["--out", f"{{root}}/{RUN}/sessions.jsonl"],
+            f"Error: {{root}}/{RUN}/sessions.jsonl: --out names a file that run nanecho-test keeps; write it elsewhere",
+            id="out-is-the-session-log",
+        ),
     ],
 )
 def test_an_unwritable_destination_is_refused_before_training(
