@@ -6,6 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${1:-demo}"
 iters="${2:-}"
+shown="$dir"  # as the user gave it, for the messages
 
 rm -rf "$dir"
 mkdir -p "$dir"
@@ -36,7 +37,7 @@ echo
 echo "######## summary ########"
 summarize --root . --format term
 echo
-echo "######## remote history ($dir/remote.git) ########"
+echo "######## remote history ($shown/remote.git) ########"
 git --git-dir "$dir/remote.git" log --format='%h %s' main
 echo
-echo "Files: $dir/work/.training-progress/ (PROGRESS.md, nanecho-cached-ci/{sessions.jsonl,cache/metadata.json})"
+echo "Files: $shown/work/.training-progress/ (PROGRESS.md, nanecho-cached-ci/{sessions.jsonl,cache/metadata.json})"
