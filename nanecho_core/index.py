@@ -19,7 +19,7 @@ from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import dumps_canonical, parse_json, read_json, safe_join, sha256_file
+from nanecho_core.fsio import dumps_canonical, parse_json, read_bytes, read_json, safe_join, sha256_file
 from nanecho_core.store import (
     RunPaths,
     append_session,
@@ -292,7 +292,7 @@ def _unrecorded_ancestors(paths: RunPaths, entries: Sequence[dict[str, Any]]) ->
 def _session_logged(paths: RunPaths, session_id: str) -> bool:
     """Whether sessions.jsonl has this session (its lines are dumps_line output: compact, sorted)."""
     try:
-        data = paths.sessions.read_bytes()
+        data = read_bytes(paths.sessions)
     except FileNotFoundError:
         return False
     except OSError as exc:  # a directory, a symlink loop

@@ -9,7 +9,7 @@ from typing import Any
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import is_blank, parse_json, sha256_file
+from nanecho_core.fsio import is_blank, parse_json, read_bytes, sha256_file
 from nanecho_core.index import pick_best, pick_latest
 from nanecho_core.store import RunPaths, is_verified, read_metadata
 
@@ -105,7 +105,7 @@ def _inside(base: str, full: str, info: os.stat_result | None, resolved_dirs: di
 def _sessions_problems(paths: RunPaths) -> list[str]:
     """Every line of sessions.jsonl must be JSON (the session schema is summarize's concern)."""
     try:
-        lines = paths.sessions.read_bytes().split(b"\n")
+        lines = read_bytes(paths.sessions).split(b"\n")
     except FileNotFoundError:
         return []
     except OSError as exc:  # a directory, a symlink loop

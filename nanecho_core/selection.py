@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from nanecho_core import fastschema
 from nanecho_core.errors import NanechoError
-from nanecho_core.fsio import dumps_canonical, is_utf8, parse_json, safe_join, sha256_file
+from nanecho_core.fsio import dumps_canonical, is_utf8, parse_json, read_bytes, safe_join, sha256_file
 from nanecho_core.index import (
     SUSPECT_PREFIX,
     check_metric_known,
@@ -254,7 +254,7 @@ def _shown(name: str) -> str:
 
 def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        doc = parse_json(path.read_text(encoding="utf-8"), path)
+        doc = parse_json(read_bytes(path).decode("utf-8"), path)
     except (NanechoError, OSError, UnicodeDecodeError) as exc:
         return None, f"unreadable sidecar {path.name}: {exc}"
     if not fastschema.is_valid(doc, "metadata", "checkpoint"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from nanecho_core.fsio import (
     exclusive_lock,
     is_blank,
     parse_json,
+    read_bytes,
     read_json,
     resolved,
     safe_join,
@@ -149,7 +151,10 @@ def read_metadata(paths: RunPaths) -> tuple[bytes, os.stat_result] | None:
     """The raw bytes of metadata.json and the stat of the very file they came from (None: absent)."""
     try:
         with open(paths.metadata, "rb") as handle:
-            return handle.read(), os.fstat(handle.fileno())
+            info = os.fstat(handle.fileno())
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):  # /dev/zero never ends
+                raise NanechoError("is a device, not a file", paths.metadata)
+            return handle.read(), info
     except FileNotFoundError:
         return None
     except IsADirectoryError as exc:
@@ -230,7 +235,7 @@ def read_sessions(paths: RunPaths) -> list[dict[str, Any]]:
     if not paths.sessions.exists():
         return []
     try:
-        lines = paths.sessions.read_text(encoding="utf-8").split("\n")
+        lines = read_bytes(paths.sessions).decode("utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise NanechoError(f"cannot read sessions log: {exc}", paths.sessions) from exc
     records: list[dict[str, Any]] = []

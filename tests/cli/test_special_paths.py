@@ -7,6 +7,7 @@ Devices are reached through symlinks in tmp_path, so a regression renames over t
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import stat
@@ -181,3 +182,43 @@ def test_a_sessions_log_that_is_a_symlink_loop_exits_2_naming_it(tmp_path: Path,
     assert result.stderr.count("\n") == 1
     assert f"{paths.sessions}: cannot read: Too many levels of symbolic links\n" in result.stderr
     assert tree_digest(tmp_path) == before
+
+
+KEPT_AS_DEVICE = {
+    "metadata.json, ckpt-select": ("metadata", ["ckpt-select", "--run", RUN, "--out", "{out}"]),
+    "metadata.json, meta-update list": ("metadata", ["meta-update", "list", "--run", RUN]),
+    "sessions.jsonl, summarize": ("sessions", ["summarize", "--run", RUN, "--no-write"]),
+    "sessions.jsonl, meta-update validate": ("sessions", ["meta-update", "validate", "--run", RUN]),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT_AS_DEVICE))
+def test_a_run_file_that_is_a_device_is_refused_unread(tmp_path: Path, case: str) -> None:
+    # A committed symlink metadata.json -> /dev/zero would be read forever; /dev/null shows the
+    # refusal at no risk.
+    paths = seed_run(tmp_path, chain(2.0, 1.5))
+    which, command = KEPT_AS_DEVICE[case]
+    kept = paths.metadata if which == "metadata" else paths.sessions
+    kept.unlink(missing_ok=True)
+    kept.symlink_to(char_device("/dev/null"))
+    before = tree_digest(tmp_path)
+    tool, *args = (a.format(out=tmp_path / "s.json") for a in command)
+    result = invoke(tool, *args, "--root", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {kept}: is a device, not a file\n"
+    assert tree_digest(tmp_path) == before
+
+
+def test_a_sidecar_that_is_a_device_is_a_rejected_candidate(tmp_path: Path) -> None:
+    paths = seed_run(tmp_path, chain(2.0, 1.5), files=False)
+    paths.checkpoints_dir.mkdir(parents=True)
+    sidecar = paths.checkpoints_dir / "ckpt-20261124T000000Z-bbbbbb-00000010.json"
+    sidecar.symlink_to(char_device("/dev/null"))
+    out = tmp_path / "s.json"
+    result = invoke("ckpt-select", "--run", RUN, "--out", str(out), "--allow-fresh", "--root", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    rejected = {r["id"]: r["reason"] for r in json.loads(out.read_text())["rejected"]}
+    assert (
+        rejected[sidecar.stem]
+        == f"unreadable sidecar {sidecar.name}: Error: {sidecar}: is a device, not a file"
+    )
