@@ -176,7 +176,13 @@ def set_(
     field: Annotated[
         str, typer.Argument(help="Field, dotted for nested ones: status, metrics.val_loss, ...")
     ],
-    value: Annotated[str, typer.Argument(help='JSON value (2.5, null, true, "text") or a plain string.')],
+    value: Annotated[
+        str,
+        typer.Argument(
+            help='JSON value (2.5, null, true, "text") or a plain string. A negative number goes after '
+            "`--`, options first: set --run DIR ID FIELD -- -1."
+        ),
+    ],
     run_dir: RunDir,
     root: Root = Path("."),
 ) -> None:
