@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nanecho_core import env, fastschema, ids, schema, store
 from nanecho_core.errors import NanechoError
 from nanecho_core.fingerprints import model_fingerprint
-from nanecho_core.fsio import atomic_write_json
+from nanecho_core.fsio import atomic_write_json, is_utf8
 from nanecho_core.presets import load_config_file, resolve_config
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ def _run_train_step(
     if req.until_iter is not None and req.until_iter < 0:
         raise NanechoError("--until-iter must be >= 0")
     _check_writable(req, paths)  # refuse before training, not after a whole session
+    origin = _environment()
     from nanecho_core import data as data_mod
 
     corpus_arg = config["data"]["corpus"]
@@ -282,7 +284,7 @@ def _run_train_step(
             "tokenizer": dict(data_mod.TOKENIZER),
             "data_fingerprint": splits.data_fingerprint,
             "eval_fingerprint": eval_fp,
-            "storage": {"cache_key": env.cache_key(), "artifact_name": None, "present_locally": True},
+            "storage": {"cache_key": origin["cache_key"], "artifact_name": None, "present_locally": True},
             "status": "ok",
             "tags": [],
             "notes": [],
@@ -315,9 +317,9 @@ def _run_train_step(
         "session_id": session_id,
         "started_at": started_at,
         "ended_at": ids.utc_now(),
-        "host": env.host(),
+        "host": origin["host"],
         "trigger": env.trigger(),
-        "git_sha": env.git_sha(),
+        "git_sha": origin["git_sha"],
         "preset": config["preset"],
         "resumed_from": start.resumed_from,
         "resume_source": start.source,
@@ -345,6 +347,28 @@ def _run_train_step(
     if req.out is not None and (dist is None or dist.is_main):
         atomic_write_json(req.out, record)
     return record
+
+
+def _environment() -> dict[str, str | None]:
+    """What the records take from the environment, checked before any training (a bad value used
+    to surface only when step.json or a sidecar was written, after the whole budget)."""
+    values = {"host": env.host(), "git_sha": env.git_sha(), "cache_key": env.cache_key()}
+    names = {
+        "host": "$NANECHO_HOST (or the host name)",
+        "git_sha": "$GITHUB_SHA",
+        "cache_key": "$NANECHO_CACHE_KEY",
+    }
+    for key, value in values.items():
+        if value is not None and not is_utf8(value):
+            raise NanechoError(f"{names[key]} is not valid UTF-8 text")
+    host, sha, key = values["host"], values["git_sha"], values["cache_key"]
+    if host is not None and len(host) > 255:
+        raise NanechoError(f"{names['host']} is longer than 255 characters")
+    if sha is not None and not re.fullmatch(r"[0-9a-f]{7,64}", sha):  # the session schema's pattern
+        raise NanechoError(f"$GITHUB_SHA must be a commit sha (7 to 64 hex digits), got {sha[:80]!r}")
+    if key is not None and len(key) > 512:
+        raise NanechoError("$NANECHO_CACHE_KEY is longer than 512 characters")
+    return values
 
 
 def _check_writable(req: TrainRequest, paths: store.RunPaths) -> None:

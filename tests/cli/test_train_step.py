@@ -354,6 +354,29 @@ def test_an_unwritable_destination_is_refused_before_training(
     assert list((root / RUN).rglob("*.pt")) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("NANECHO_CACHE_KEY", "k\udcff", "$NANECHO_CACHE_KEY is not valid UTF-8 text"),
+        ("NANECHO_CACHE_KEY", "k" * 513, "$NANECHO_CACHE_KEY is longer than 512 characters"),
+        ("NANECHO_HOST", "ab\udcffcd", "$NANECHO_HOST (or the host name) is not valid UTF-8 text"),
+        ("NANECHO_HOST", "h" * 256, "$NANECHO_HOST (or the host name) is longer than 255 characters"),
+        ("GITHUB_SHA", "NOTHEX", "$GITHUB_SHA must be a commit sha (7 to 64 hex digits), got 'nothex'"),
+    ],
+)
+def test_a_bad_environment_value_is_refused_before_training(
+    root: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, error: str
+) -> None:
+    """These go into step.json and the sidecars: a bad one crashed (or was refused) after the budget."""
+    monkeypatch.setenv(name, value)
+    before = _snapshot(root)
+    result = train(root, "--iters", "2")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == f"Error: {error}\n"
+    assert _snapshot(root) == before
+    assert not (root / RUN).exists()
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_a_gpu_is_a_user_error(root: Path) -> None:
     result = train(root, "--device", "cuda", "--iters", "1")
