@@ -122,6 +122,15 @@ def _push_branch(req: CommitRequest, git: gitops.Git) -> str | None:
     return branch
 
 
+def _check_identity(git: gitops.Git) -> None:
+    """The author and committer `git commit` would record, before anything is staged: a bad
+    GIT_AUTHOR_DATE or an empty name failed the commit after the index and config were written."""
+    for role in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+        found = git.run("var", role, check=False)
+        if not found.ok:
+            raise NanechoError(f"git cannot make a commit here: {gitpush.last_line(found)}", git.root)
+
+
 def _remote_display(git: gitops.Git, remote: str) -> str:
     url = git.run("remote", "get-url", remote, check=False)
     if not url.ok:
@@ -199,10 +208,11 @@ def _commit_and_push(
     allowed = gitops.allowed_files(paths, readme)
     gitops.check_run_dir(git, paths, allowed, req.max_bytes)
     branch = _push_branch(req, git)
+    git.env.update(gitops.identity_env(git, req.git_name, req.git_email))
+    _check_identity(git)
     # Every check has passed: from here on the clone is written to.
     gitops.ensure_progress_files(paths.root)
     gitops.install_merge_drivers(git)
-    git.env.update(gitops.identity_env(git, req.git_name, req.git_email))
 
     if session is not None and not session.get("git_sha"):
         # Outside Actions (no GITHUB_SHA) the code that trained is the commit checked out now.

@@ -452,3 +452,17 @@ def test_an_out_naming_the_runs_index_is_refused_before_committing(work: Path, e
         f"Error: {index}: --out names a file that run {Path(RUN).name} keeps; write it elsewhere\n"
     )
     assert _repo_state(work) == before
+
+
+@pytest.mark.parametrize("variable", ["GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"])
+def test_an_identity_git_cannot_commit_with_is_refused_before_staging(
+    work: Path, env: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Before, `git commit` failed after the files were staged and the merge drivers configured.
+    _session(work, env, 1, 1)
+    before = _repo_state(work)
+    monkeypatch.setenv(variable, "garbage")
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {work}: git cannot make a commit here: fatal: invalid date format: garbage\n"
+    assert _repo_state(work) == before
