@@ -87,7 +87,8 @@ class Git:
                 env=self.env,
                 input=input_text,
                 capture_output=True,
-                text=True,
+                encoding="utf-8",
+                errors="replace",  # git's messages may quote bytes that are not UTF-8 (a ref name)
                 check=False,
             )
         except FileNotFoundError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from nanecho_core import env, fastschema, gitops, gitpush, gitrecover
 from nanecho_core.commit_message import DEFAULT_SKIP_CI_MARKER, build_message
 from nanecho_core.errors import NanechoError
+from nanecho_core.fsio import is_utf8
 from nanecho_core.redact import redact
 from nanecho_core.store import RunPaths, load_metadata, read_document, read_sessions, run_paths
 
@@ -116,8 +117,10 @@ def _push_branch(req: CommitRequest, git: gitops.Git) -> str | None:
         raise NanechoError(
             "detached HEAD and no --branch: pass --branch to name the branch to push", git.root
         )
-    # refs/heads/-f is a valid ref, but a branch named like an option is never what was meant.
-    if branch.startswith("-") or not git.run("check-ref-format", f"refs/heads/{branch}", check=False).ok:
+    # refs/heads/-f is a valid ref, but a branch named like an option is never what was meant; a
+    # name that is not UTF-8 (GITHUB_REF from a hostile environment) cannot be reported or recorded.
+    valid = is_utf8(branch) and not branch.startswith("-")
+    if not valid or not git.run("check-ref-format", f"refs/heads/{branch}", check=False).ok:
         raise NanechoError(f"{branch!r} is not a valid branch name (git check-ref-format)", git.root)
     return branch
 

@@ -466,3 +466,18 @@ def test_an_identity_git_cannot_commit_with_is_refused_before_staging(
     assert code == 2 and doc is None
     assert stderr == f"Error: {work}: git cannot make a commit here: fatal: invalid date format: garbage\n"
     assert _repo_state(work) == before
+
+
+def test_a_branch_from_github_ref_that_is_not_utf8_is_refused_before_pushing(
+    work: Path, env: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It pushed refs/heads/\xff to the remote, then crashed decoding git's output (UnicodeDecodeError).
+    git(work, "checkout", "--quiet", "--detach")
+    _session(work, env, 1, 1)
+    before, heads = _repo_state(work), git(remote, "for-each-ref", "--format=%(refname)")
+    monkeypatch.setenv("GITHUB_REF", "refs/heads/\udcff")
+    code, _, stderr, doc = _commit(work, env, "--push")
+    assert code == 2 and doc is None
+    assert stderr == f"Error: {work}: '\\udcff' is not a valid branch name (git check-ref-format)\n"
+    assert _repo_state(work) == before
+    assert git(remote, "for-each-ref", "--format=%(refname)") == heads

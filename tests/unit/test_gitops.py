@@ -220,3 +220,12 @@ def test_commit_result_version_matches_the_schema() -> None:
     from nanecho_core.progress_commit import COMMIT_RESULT_VERSION
 
     assert schema.current_version("commit_result") == COMMIT_RESULT_VERSION
+
+
+def test_git_output_that_is_not_utf8_is_read_not_a_crash(repo: Path) -> None:
+    # A ref name's bytes come back in git's output as they are: strict decoding raised
+    # UnicodeDecodeError after a push had already landed.
+    runner = gitops.open_repo(repo)
+    assert runner.run("branch", "b\udcff").ok  # the name reaches git as the byte 0xff
+    listed = runner.out("for-each-ref", "--format=%(refname)", "refs/heads/")
+    assert "refs/heads/b\ufffd" in listed.splitlines()
