@@ -352,15 +352,19 @@ def _run_train_step(
 def _environment() -> dict[str, str | None]:
     """What the records take from the environment, checked before any training (a bad value used
     to surface only when step.json or a sidecar was written, after the whole budget)."""
-    values = {"host": env.host(), "git_sha": env.git_sha(), "cache_key": env.cache_key()}
+    values: dict[str, str | None] = {
+        "host": env.host(),
+        "git_sha": env.git_sha(),
+        "cache_key": env.cache_key(),
+    }
     names = {
         "host": "$NANECHO_HOST (or the host name)",
         "git_sha": "$GITHUB_SHA",
         "cache_key": "$NANECHO_CACHE_KEY",
     }
-    for key, value in values.items():
+    for name, value in values.items():
         if value is not None and not is_utf8(value):
-            raise NanechoError(f"{names[key]} is not valid UTF-8 text")
+            raise NanechoError(f"{names[name]} is not valid UTF-8 text")
     host, sha, key = values["host"], values["git_sha"], values["cache_key"]
     if host is not None and len(host) > 255:
         raise NanechoError(f"{names['host']} is longer than 255 characters")
