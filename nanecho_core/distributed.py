@@ -188,9 +188,23 @@ def init_from_env(device: str) -> Distributed | None:
             )
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=world.rank, world_size=world.world_size)
+        _check_rendezvous()
+        try:
+            dist.init_process_group(backend=backend, rank=world.rank, world_size=world.world_size)
+        except (ValueError, RuntimeError) as exc:  # torch's rendezvous errors (DistError is one)
+            detail = " ".join(str(exc).split())[:300]
+            raise NanechoError(f"cannot join the process group: {detail}") from exc
     log.debug("rank %d/%d joined the %s group", world.rank, world.world_size, backend)
     return Distributed(world, backend, device)
+
+
+def _check_rendezvous() -> None:
+    """MASTER_ADDR and MASTER_PORT, which torchrun sets: missing or malformed, torch raised a traceback."""
+    if not os.environ.get("MASTER_ADDR"):
+        raise NanechoError("WORLD_SIZE > 1 but MASTER_ADDR is not set: start the ranks with torchrun")
+    port = os.environ.get("MASTER_PORT", "")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise NanechoError(f"MASTER_PORT must be a port number (1-65535), got {port!r}")
 
 
 def teardown(ctx: Distributed | None) -> None:

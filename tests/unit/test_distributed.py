@@ -94,3 +94,33 @@ def test_importing_the_module_does_not_import_torch() -> None:
     code = "import sys, nanecho_core.distributed as d; d.is_main_process(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "WORLD_SIZE > 1 but MASTER_ADDR is not set: start the ranks with torchrun"),
+        ({"MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT must be a port number (1-65535), got ''"),
+        (
+            {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"},
+            "MASTER_PORT must be a port number (1-65535), got 'abc'",
+        ),
+        (
+            {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+            "MASTER_PORT must be a port number (1-65535), got '99999'",
+        ),
+    ],
+)
+def test_a_rendezvous_torchrun_would_have_set_is_checked_before_joining(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    # torch raised ValueError (a traceback) from init_process_group for each of these.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(NanechoError) as caught:
+        distributed.init_from_env("cpu")
+    assert caught.value.message == message
