@@ -24,6 +24,11 @@ def check_targets() -> None:
         parent = os.path.dirname(os.path.abspath(target))
         if os.path.isdir(target) or not os.path.isdir(parent):
             raise NanechoError(f"${variable} is not a file that can be appended to", target)
+        try:  # the runner creates these files first: opening one for appending changes nothing
+            with open(target, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:  # a name too long, a dangling link into a missing directory, no rights
+            raise NanechoError(f"${variable} cannot be appended to: {exc.strerror or exc}", target) from exc
 
 
 def write_outputs(values: Mapping[str, object]) -> None:

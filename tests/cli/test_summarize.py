@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -305,20 +306,39 @@ def test_a_malformed_step_json_exits_2_before_anything_is_written(tmp_path: Path
     assert snapshot(tmp_path) == before
 
 
+def _directory(tmp_path: Path) -> Path:
+    (tmp_path / "a-directory").mkdir()
+    return tmp_path / "a-directory"
+
+
+def _dangling(tmp_path: Path) -> Path:
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "out")
+    return tmp_path / "dangling"
+
+
+def _too_long(tmp_path: Path) -> Path:
+    return tmp_path / ("x" * 300)
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (_directory, "is not a file that can be appended to"),
+        (_dangling, "cannot be appended to: No such file or directory"),
+        (_too_long, "cannot be appended to: File name too long"),
+    ],
+    ids=["directory", "dangling-link", "name-too-long"],
+)
 @pytest.mark.parametrize("variable", ["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"])
 def test_an_unusable_github_file_is_refused_before_anything_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, make: Any, error: str
 ) -> None:
     root = tmp_path / "repo"
     root.mkdir()
     three_session_run(root)
-    target = tmp_path / "a-directory"
-    target.mkdir()
+    target = make(tmp_path)
     monkeypatch.setenv(variable, str(target))
     before = snapshot_tree(tmp_path)
-    result = runner.invoke(app, ["--root", str(root)])
-    assert (result.exit_code, result.stderr) == (
-        2,
-        f"Error: {target}: ${variable} is not a file that can be appended to\n",
-    )
+    result = runner.invoke(app, ["--root", str(root), "--step-summary"])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {target}: ${variable} {error}\n")
     assert snapshot_tree(tmp_path) == before
