@@ -40,10 +40,16 @@ def run_id() -> str | None:
     return os.environ.get("GITHUB_RUN_ID")
 
 
+# Shorter values are not redacted as such: "2026" in GIT_PASSWORD turned every session id and
+# checkpoint path in $GITHUB_OUTPUT into "***1125T…". Real tokens are 40+ characters, and URL
+# credentials are redacted by shape whatever their length (redact.py).
+MIN_SECRET_LENGTH = 8
+
+
 def secret_values() -> list[str]:
     """Values of known secret variables, longest first (so substrings redact cleanly)."""
     values = [os.environ.get(name, "") for name in SECRET_VARIABLES]
-    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
 def bot_identity() -> tuple[str, str]:

@@ -200,6 +200,13 @@ def test_redact_removes_url_credentials_tokens_and_secret_env(monkeypatch: pytes
     assert out == "push https://***@github.com/o/r.git ***"
 
 
+def test_a_short_secret_value_does_not_mangle_ids_and_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_PASSWORD", "2026")  # would match every session id of the year
+    monkeypatch.setenv("GITHUB_TOKEN", "canary-secret-1234")
+    text = "session_id=20261125T112501Z-d9c99c token canary-secret-1234 https://u:2026@h/x"
+    assert redact(text) == "session_id=20261125T112501Z-d9c99c token *** https://***@h/x"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
