@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -181,10 +182,14 @@ def _check_data(start: _Start, splits: Splits, eval_fp: str, train_cfg: dict[str
     return str(fps["eval"])
 
 
-def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str, Any]:
+def run_train_step(
+    req: TrainRequest, started: float | None = None, stop: StopRequest | None = None
+) -> dict[str, Any]:
     """Run one session and return its record (also written to req.out when given, by rank 0).
 
     Under torchrun (WORLD_SIZE > 1) every rank runs this in its own process group; see distributed.py.
+    `stop`: an active StopRequest the caller keeps installed past the return (train-step does, until
+    its outputs are written); without one, this installs its own for the session.
     """
     from nanecho_core import distributed
     from nanecho_core.signals import StopRequest
@@ -192,7 +197,10 @@ def run_train_step(req: TrainRequest, started: float | None = None) -> dict[str,
     started = time.monotonic() if started is None else started
     # From start-up (torch import, checkpoint load) until step.json is written, a first SIGTERM or
     # SIGINT is a graceful stop: no iteration is started after it, and the session is recorded.
-    with StopRequest() as stop, distributed.process_group(req.device) as dist:
+    with contextlib.ExitStack() as scope:
+        if stop is None:
+            stop = scope.enter_context(StopRequest())
+        dist = scope.enter_context(distributed.process_group(req.device))
         return _run_train_step(req, started, dist, stop)
 
 

@@ -52,10 +52,12 @@ def train_step(
     started = time.monotonic()
     from nanecho_core.distributed import is_main_process
     from nanecho_core.github import write_outputs
-    from nanecho_core.signals import TrainingAborted
+    from nanecho_core.signals import StopRequest, TrainingAborted
     from nanecho_core.train_session import TrainRequest, github_outputs, run_train_step
 
-    with _log_to_stderr():
+    # Installed until the outputs are written: a SIGTERM after step.json but before the last line
+    # killed the process (exit 143) although the session was done and recorded.
+    with _log_to_stderr(), StopRequest() as stop:
         request = TrainRequest(
             root=root,
             run=run_dir,
@@ -72,21 +74,22 @@ def train_step(
             out=out,
         )
         try:
-            record = run_train_step(request, started)
+            record = run_train_step(request, started, stop)
+            if not is_main_process():  # under torchrun, rank 0 alone reports
+                return
+            write_outputs(github_outputs(record))
+            if json_output:
+                echo_json(record)
+            else:
+                typer.echo(
+                    f"{record['session_id']}: iterations {record['start_iteration']} -> "
+                    f"{record['end_iteration']}, val_loss {record['start_val_loss']} -> "
+                    f"{record['end_val_loss']}, stop {record['stop_reason']}, "
+                    f"{len(record['checkpoints_written'])} checkpoint(s) -> {out}"
+                )
         except TrainingAborted as exc:
             typer.echo(f"Aborted: {exc}; the previous checkpoint stays valid", err=True)
             raise typer.Exit(128 + exc.signum) from None
-        if not is_main_process():  # under torchrun, rank 0 alone reports
-            return
-        write_outputs(github_outputs(record))
-        if json_output:
-            echo_json(record)
-        else:
-            typer.echo(
-                f"{record['session_id']}: iterations {record['start_iteration']} -> {record['end_iteration']}, "
-                f"val_loss {record['start_val_loss']} -> {record['end_val_loss']}, "
-                f"stop {record['stop_reason']}, {len(record['checkpoints_written'])} checkpoint(s) -> {out}"
-            )
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]

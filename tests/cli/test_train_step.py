@@ -390,6 +390,31 @@ def test_help_has_an_example() -> None:
     assert result.exit_code == 0 and "--resume selection.json" in result.stdout
 
 
+def test_a_signal_after_step_json_is_written_still_exits_0(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The graceful handler was removed once step.json was written: a SIGTERM while the outputs were
+    # being written killed the process (exit 143) although the session was done and recorded.
+    import os
+    import signal
+
+    from nanecho_core import github
+
+    written = []
+
+    def outputs_then_signal(values: dict[str, Any]) -> None:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise AssertionError("no graceful SIGTERM handler while the outputs are written")
+        os.kill(os.getpid(), signal.SIGTERM)
+        written.append(values)
+
+    monkeypatch.setattr(github, "write_outputs", outputs_then_signal)
+    result = train(root, "--iters", "3")
+    assert result.exit_code == 0, result.stderr
+    assert written and written[0]["end_iteration"] == 3
+    assert result.stdout.startswith(step(root)["session_id"] + ": iterations 0 -> 3")
+
+
 def test_a_signal_during_start_up_is_a_graceful_stop_with_no_iterations(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
