@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -203,7 +204,7 @@ def _check_rendezvous() -> None:
     if not os.environ.get("MASTER_ADDR"):
         raise NanechoError("WORLD_SIZE > 1 but MASTER_ADDR is not set: start the ranks with torchrun")
     port = os.environ.get("MASTER_PORT", "")
-    if not (port.isdigit() and 0 < int(port) < 65536):
+    if not (re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
         raise NanechoError(f"MASTER_PORT must be a port number (1-65535), got {port!r}")
 
 

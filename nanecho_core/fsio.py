@@ -49,10 +49,18 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     """Yield a temp file in the target's directory; on success fsync + rename over the target.
 
     A crash (or exception) at any instant leaves the previous file untouched and no partial target.
-    A device or a pipe (/dev/stdout, /dev/null, a FIFO) is written in place: renaming over it would
-    replace the node itself with a regular file, and a stream has no previous content to keep.
+    A device or a pipe (/dev/null, a FIFO) is written in place: renaming over it would replace the
+    node itself with a regular file, and a stream has no previous content to keep. One of this
+    process's own descriptors (/dev/stdout, /dev/fd/N) is written through a duplicate of it, at its
+    current offset: reopening it would truncate `> out` and write over what is already there.
     """
     target = Path(path)
+    own = _own_descriptor(target)
+    if own is not None:
+        sys.stdout.flush()  # what the tool printed so far comes first
+        with os.fdopen(os.dup(own), mode) as handle:
+            yield handle
+        return
     if _is_stream(target):
         with open(target, mode) as handle:
             yield handle
@@ -72,16 +80,27 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     fsync_dir(target.parent)
 
 
+def _own_descriptor(path: Path) -> int | None:
+    """N when `path` names this process's descriptor N: /dev/stdout (a link to /proc/self/fd/1),
+    /dev/fd/N or /proc/self/fd/N; else None."""
+    try:
+        link = os.readlink(path)
+    except OSError:
+        link = ""
+    if link.startswith("/proc/self/fd/") and link[len("/proc/self/fd/") :].isdecimal():
+        return int(link[len("/proc/self/fd/") :])
+    if not path.name.isdecimal():
+        return None
+    directory = os.path.realpath(path.parent)  # /dev/fd and /proc/self resolve to /proc/<pid>/fd
+    return int(path.name) if directory == f"/proc/{os.getpid()}/fd" else None
+
+
 def _is_stream(path: Path) -> bool:
-    """An existing path that is neither a regular file nor a directory (a device, a FIFO, a socket),
-    or a link to an open descriptor: /dev/stdout -> /proc/self/fd/1 is a regular file under `> out`,
-    and renaming over it would replace /dev/stdout itself."""
+    """An existing path that is neither a regular file nor a directory: a device, a FIFO, a socket."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return False
-    if path.is_symlink() and os.readlink(path).startswith("/proc/self/fd/"):
-        return True
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 

@@ -24,11 +24,28 @@ def check_targets() -> None:
         parent = os.path.dirname(os.path.abspath(target))
         if os.path.isdir(target) or not os.path.isdir(parent):
             raise NanechoError(f"${variable} is not a file that can be appended to", target)
-        try:  # the runner creates these files first: opening one for appending changes nothing
-            with open(target, "a", encoding="utf-8"):
-                pass
-        except OSError as exc:  # a name too long, a dangling link into a missing directory, no rights
-            raise NanechoError(f"${variable} cannot be appended to: {exc.strerror or exc}", target) from exc
+        problem = _append_problem(target)
+        if problem is not None:
+            raise NanechoError(f"${variable} cannot be appended to: {problem}", target)
+
+
+def _append_problem(target: os.PathLike[str]) -> str | None:
+    """Why appending to `target` would fail, found without creating or changing anything."""
+    if os.path.exists(target):
+        try:  # no O_CREAT; O_NONBLOCK: a FIFO without a reader fails instead of blocking
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+    real = os.path.realpath(target)  # where a dangling link would create it
+    directory, name = os.path.split(real)
+    if not os.path.isdir(directory):
+        return "No such file or directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "Permission denied"
+    if len(os.fsencode(name)) > os.pathconf(directory, "PC_NAME_MAX"):
+        return "File name too long"
+    return None
 
 
 def write_outputs(values: Mapping[str, object]) -> None:

@@ -14,7 +14,7 @@ from nanecho_core import env
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import atomic_write_text, check_inside, read_text, resolved
 from nanecho_core.redact import redact
-from nanecho_core.store import PROGRESS_DIR, RunPaths
+from nanecho_core.store import PROGRESS_DIR, PROGRESS_FILE, RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def allowed_files(paths: RunPaths, readme: Path | None) -> list[Path]:
         paths.metadata,
         paths.sessions,
         paths.summary,
-        progress / "PROGRESS.md",
+        progress / PROGRESS_FILE,
         progress / ".gitattributes",
         progress / ".gitignore",
         progress / "README.md",

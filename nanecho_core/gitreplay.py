@@ -19,10 +19,11 @@ from pathlib import Path, PurePosixPath
 
 from nanecho_core.errors import NanechoError
 from nanecho_core.gitops import Git
+from nanecho_core.store import PROGRESS_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-DERIVED_NAMES = ("training_summary.json", "PROGRESS.md")
+DERIVED_NAMES = (SUMMARY_FILE, PROGRESS_FILE)
 
 
 def _kind(path: str) -> str | None:
@@ -113,6 +114,24 @@ def _write_tree(git: Git, upstream: str, files: dict[str, bytes], work: Path) ->
     return private.out("write-tree")
 
 
+def _replayed_tree(git: Git, upstream: str, changed: list[str], sides: list[bytes | None]) -> str | None:
+    """The tree of `upstream` with the commit's changes merged in; None when git rebase must decide."""
+    results: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="nanecho-replay-") as tmp:
+        for number, path in enumerate(changed):
+            base, ours, theirs = sides[3 * number : 3 * number + 3]
+            if theirs is None:
+                return None  # a deletion: leave it to git rebase
+            if ours is None or ours in (base, theirs):
+                results[path] = theirs
+                continue
+            merged = _merged(git, Path(tmp), _kind(path) or "", base, ours, theirs)
+            if merged is None:
+                return None
+            results[path] = merged
+        return _write_tree(git, upstream, results, Path(tmp))
+
+
 def replay_onto(git: Git, upstream: str) -> bool:
     """Rebase the one local progress commit onto `upstream`; False when this fast path does not apply."""
     local = [line.split() for line in git.out("rev-list", "--parents", f"{upstream}..HEAD").splitlines()]
@@ -123,20 +142,13 @@ def replay_onto(git: Git, upstream: str) -> bool:
     if not changed or any(_kind(path) is None for path in changed):
         return False
     sides = _blobs(git, [f"{rev}:{path}" for path in changed for rev in (parent, upstream, commit)])
-    results: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="nanecho-replay-") as tmp:
-        for number, path in enumerate(changed):
-            base, ours, theirs = sides[3 * number : 3 * number + 3]
-            if theirs is None:
-                return False  # a deletion: leave it to git rebase
-            if ours is None or ours in (base, theirs):
-                results[path] = theirs
-                continue
-            merged = _merged(git, Path(tmp), _kind(path) or "", base, ours, theirs)
-            if merged is None:
-                return False
-            results[path] = merged
-        tree = _write_tree(git, upstream, results, Path(tmp))
+    try:
+        tree = _replayed_tree(git, upstream, changed, sides)
+    except OSError as exc:  # a full or unwritable temp directory: git rebase needs none
+        log.info("in-process replay has no scratch space (%s); falling back to git rebase", exc)
+        return False
+    if tree is None:
+        return False
     fields = git.run("log", "-1", "--format=%an%x00%ae%x00%ad%x00%B", "--date=raw", commit).stdout.split(
         "\0", 3
     )

@@ -14,7 +14,15 @@ from nanecho_core.commit_message import DEFAULT_SKIP_CI_MARKER, build_message
 from nanecho_core.errors import NanechoError
 from nanecho_core.fsio import is_utf8
 from nanecho_core.redact import redact
-from nanecho_core.store import RunPaths, load_metadata, read_document, read_sessions, run_paths
+from nanecho_core.store import (
+    PROGRESS_FILE,
+    SUMMARY_FILE,
+    RunPaths,
+    load_metadata,
+    read_document,
+    read_sessions,
+    run_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +154,7 @@ def regenerate_derived(git: gitops.Git, paths: RunPaths, allowed: list[Path]) ->
 
     Only where the repository already tracks one of them (a repo that never ran summarize gets none).
     """
-    derived = [p for p in allowed if p.name in ("training_summary.json", "PROGRESS.md")]
+    derived = [p for p in allowed if p.name in (SUMMARY_FILE, PROGRESS_FILE)]
     tracked = git.out("ls-files", "--", *(p.relative_to(paths.root).as_posix() for p in derived))
     if not tracked:
         return []

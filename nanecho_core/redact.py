@@ -6,8 +6,9 @@ import re
 
 from nanecho_core import env
 
-# Greedy to the last `@` before the host: a password may itself hold an unescaped `@`.
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]+)@")
+# Greedy to the last `@` before the host (a password may itself hold an unescaped `@`), but never
+# across what ends an authority or a URL: a path, query, fragment, or text around the URL.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s|<>\"'`()\[\]]+)@")
 # Credentials passed in a URL's query string (`?access_token=…`, GitLab's `private_token`, …).
 _QUERY_SECRETS = re.compile(
     r"(?P<key>[?&;](?:[a-z0-9_.-]*token|password|passwd|pwd|secret|api[_-]?key|key|auth|sig|signature)=)"

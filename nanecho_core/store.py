@@ -96,7 +96,7 @@ def refuse_kept_file(path: Path, paths: RunPaths, option: str) -> None:
     (and the next tool then fails on a document it cannot read)."""
     target = os.path.realpath(path)  # never raises, symlink loops included
     kept = [paths.metadata, paths.sessions, paths.summary, paths.root / PROGRESS_DIR / PROGRESS_FILE]
-    cache = os.path.realpath(paths.dir / "cache")
+    cache = os.path.realpath(paths.metadata.parent)  # cache/: the index, checkpoints, token cache
     if target in {os.path.realpath(p) for p in kept} or target.startswith(cache + os.sep):
         raise NanechoError(f"{option} names a file that run {paths.name} keeps; write it elsewhere", path)
 
@@ -150,11 +150,11 @@ def load_metadata(paths: RunPaths, *, missing_ok: bool = True) -> dict[str, Any]
 def read_metadata(paths: RunPaths) -> tuple[bytes, os.stat_result] | None:
     """The raw bytes of metadata.json and the stat of the very file they came from (None: absent)."""
     try:
+        mode = os.stat(paths.metadata).st_mode  # before opening: opening some devices acts
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):  # /dev/zero never ends
+            raise NanechoError("is a device, not a file", paths.metadata)
         with open(paths.metadata, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):  # /dev/zero never ends
-                raise NanechoError("is a device, not a file", paths.metadata)
-            return handle.read(), info
+            return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError:
         return None
     except IsADirectoryError as exc:

@@ -385,7 +385,7 @@ def _environment() -> dict[str, str | None]:
 
 def _check_writable(req: TrainRequest, paths: store.RunPaths) -> None:
     """Checkpoints and --out can be written where they go; checked before any training."""
-    checkpoints = paths.dir / store.CHECKPOINTS_DIR
+    checkpoints = paths.checkpoints_dir
     if not _directory_or_creatable(checkpoints):
         raise NanechoError("is not a directory: checkpoints cannot be written there", checkpoints)
     if req.out is not None:

@@ -33,9 +33,9 @@ def handle_errors(func: F) -> F:
         try:
             _check_text_arguments(kwargs)
             check_targets()
-            result = func(*args, **kwargs)
+            func(*args, **kwargs)
             sys.stdout.flush()  # a full disk under `> file` is reported here, not at exit
-            return result
+            return None  # a command's exit status is typer.Exit's, never its return value
         except NanechoError as exc:
             typer.echo(redact(str(exc)), err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -94,7 +94,7 @@ def _one_line_errors(main: Callable[..., Any], standalone_mode: bool, prog_name:
         typer.echo("Aborted.", err=True)
         sys.exit(1)
     except OSError as exc:  # output (help included) to a full disk under `> file`
-        if exc.errno not in _STDOUT_FULL:  # every file the tools write maps its errors to NanechoError
+        if exc.errno not in _STDOUT_FULL or exc.filename is not None:  # a named file's error is not stdout's
             raise
         _silence_stdout()
         typer.echo(f"Error: cannot write to standard output: {exc.strerror}", err=True)
@@ -102,7 +102,9 @@ def _one_line_errors(main: Callable[..., Any], standalone_mode: bool, prog_name:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-class OneLineCommand(TyperCommand):
+class _OneLineMain:
+    """`main` for the click command classes below: `_one_line_errors` around click's own."""
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -112,22 +114,19 @@ class OneLineCommand(TyperCommand):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        run = functools.partial(super().main, args, prog_name, complete_var, **extra)
-        return _one_line_errors(run, standalone_mode, prog_name)
+        click_main = super().main  # type: ignore[misc]
+        run = functools.partial(click_main, args, prog_name, complete_var, **extra)
+        return _one_line_errors(
+            functools.partial(run, windows_expand_args=windows_expand_args), standalone_mode, prog_name
+        )
 
 
-class OneLineGroup(TyperGroup):
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> Any:
-        run = functools.partial(super().main, args, prog_name, complete_var, **extra)
-        return _one_line_errors(run, standalone_mode, prog_name)
+class OneLineCommand(_OneLineMain, TyperCommand):
+    pass
+
+
+class OneLineGroup(_OneLineMain, TyperGroup):
+    pass
 
 
 class App(typer.Typer):

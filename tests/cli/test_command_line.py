@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -25,43 +26,57 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize(
-    ("app", "args", "error"),
+    ("app", "prog", "args", "error"),
     [
         (
             ckpt_select.app,
+            "ckpt-select",
             ["--bogus"],
             "No such option: --bogus (Possible options: --out) (see ckpt-select --help)",
         ),
-        (ckpt_select.app, ["--out", "s.json"], "Missing option '--run'. (see ckpt-select --help)"),
+        (
+            ckpt_select.app,
+            "ckpt-select",
+            ["--out", "s.json"],
+            "Missing option '--run'. (see ckpt-select --help)",
+        ),
         (
             train_step.app,
+            "train-step",
             ["--iters", "abc"],
             "Invalid value for '--iters': 'abc' is not a valid int. (see train-step --help)",
         ),
-        (meta_update.app, ["nosuch"], "No such command 'nosuch'. (see meta-update --help)"),
-        (meta_update.app, ["set", "x", "iteration", "-1"], "No such option: -1 (see meta-update set --help)"),
+        (meta_update.app, "meta-update", ["nosuch"], "No such command 'nosuch'. (see meta-update --help)"),
+        (
+            meta_update.app,
+            "meta-update",
+            ["set", "x", "iteration", "-1"],
+            "No such option: -1 (see meta-update set --help)",
+        ),
         (
             progress_commit.app,
+            "progress-commit",
             ["--retries"],
             "Option '--retries' requires an argument. (see progress-commit --help)",
         ),
         (
             summarize.app,
+            "summarize",
             ["--format", "pdf"],
             "--format must be one of json, md, html, term, got 'pdf'",
         ),
         (
             umbrella.app,
+            "nanecho",
             ["meta-update", "list", "--bogus"],
             "No such option: --bogus (see nanecho meta-update list --help)",
         ),
     ],
 )
-def test_a_bad_command_line_is_one_error_line_and_exit_2(app: object, args: list[str], error: str) -> None:
-    name = {umbrella.app: "nanecho", meta_update.app: "meta-update"}.get(app)  # type: ignore[call-overload]
-    name = name or {ckpt_select.app: "ckpt-select", train_step.app: "train-step"}.get(app)  # type: ignore[call-overload]
-    name = name or {progress_commit.app: "progress-commit", summarize.app: "summarize"}[app]  # type: ignore[index]
-    result = runner.invoke(app, args, prog_name=name)  # type: ignore[arg-type]
+def test_a_bad_command_line_is_one_error_line_and_exit_2(
+    app: Any, prog: str, args: list[str], error: str
+) -> None:
+    result = runner.invoke(app, args, prog_name=prog)
     assert result.exit_code == 2
     assert result.stderr == f"Error: {error}\n"
     assert result.stdout == ""

@@ -222,3 +222,29 @@ def test_a_sidecar_that_is_a_device_is_a_rejected_candidate(tmp_path: Path) -> N
         rejected[sidecar.stem]
         == f"unreadable sidecar {sidecar.name}: Error: {sidecar}: is a device, not a file"
     )
+
+
+@pytest.mark.parametrize("redirect", ["w", "a"])
+def test_out_dev_stdout_writes_at_the_shells_offset(tmp_path: Path, tool_bin: Path, redirect: str) -> None:
+    # Reopening /proc/self/fd/1 truncated `> log` and wrote the summary line over the JSON, and
+    # emptied `>> log`; writing through a duplicate of descriptor 1 keeps the shell's offset.
+    if not os.path.islink("/dev/stdout"):
+        pytest.skip("needs /dev/stdout")
+    seed_run(tmp_path, chain(2.0, 1.5))
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    with open(log, redirect) as handle:  # noqa: PTH123 - the shell's `>` / `>>`
+        proc = subprocess.run(
+            [str(tool_bin / "ckpt-select"), "--run", RUN, "--out", "/dev/stdout"],
+            cwd=tmp_path,
+            stdout=handle,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    kept = "earlier line\n" if redirect == "a" else ""
+    assert text.startswith(kept)
+    document, _, summary = text[len(kept) :].partition("\n}\n")  # the top level closes at column 0
+    assert json.loads(document + "\n}")["chosen"]["id"] == chain(2.0, 1.5)[1]["id"]
+    assert summary.splitlines()[-1] == "1 candidate(s) rejected; details in /dev/stdout"

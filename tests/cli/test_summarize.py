@@ -342,3 +342,13 @@ def test_an_unusable_github_file_is_refused_before_anything_is_written(
     result = runner.invoke(app, ["--root", str(root), "--step-summary"])
     assert (result.exit_code, result.stderr) == (2, f"Error: {target}: ${variable} {error}\n")
     assert snapshot_tree(tmp_path) == before
+
+
+def test_a_missing_github_output_is_not_created_by_the_early_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "github-output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(target))
+    result = runner.invoke(app, ["--root", str(tmp_path), "--run", "nope"])
+    assert result.exit_code == 2
+    assert not target.exists()

@@ -8,7 +8,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # bash, two training sessions and two pushes (~7 s)
 
 
 def test_demo_trains_two_sessions_resumes_the_second_and_pushes_both(tmp_path: Path, tool_bin: Path) -> None:

@@ -109,6 +109,10 @@ def test_importing_the_module_does_not_import_torch() -> None:
             {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
             "MASTER_PORT must be a port number (1-65535), got '99999'",
         ),
+        (  # str.isdigit() accepts a superscript two; int() does not
+            {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "\u00b2"},
+            "MASTER_PORT must be a port number (1-65535), got '\u00b2'",
+        ),
     ],
 )
 def test_a_rendezvous_torchrun_would_have_set_is_checked_before_joining(

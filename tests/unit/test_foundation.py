@@ -220,6 +220,9 @@ def test_a_short_secret_value_does_not_mangle_ids_and_paths(monkeypatch: pytest.
         # Left alone: an address with no credentials, an `@` after the path, ordinary query values.
         ("https://github.com/o/r.git (user@example.com)", "https://github.com/o/r.git (user@example.com)"),
         ("https://h/x?ref=main&depth=1", "https://h/x?ref=main&depth=1"),
+        ("https://host?email=a@b.com", "https://host?email=a@b.com"),
+        ("|https://x.com|bot@example.com|", "|https://x.com|bot@example.com|"),
+        ("(see https://x.com) or mail (bot@example.com)", "(see https://x.com) or mail (bot@example.com)"),
     ],
 )
 def test_redact_covers_passwords_with_at_signs_and_query_string_tokens(text: str, expected: str) -> None:

@@ -82,3 +82,20 @@ def test_replay_declines_commits_outside_the_progress_files(clones: tuple[Path, 
     head = git(b, "rev-parse", "HEAD")
     assert not gitreplay.replay_onto(Git(b), "refs/remotes/origin/main")
     assert git(b, "rev-parse", "HEAD") == head  # untouched: the caller falls back to git rebase
+
+
+def test_replay_without_scratch_space_declines_and_leaves_the_clone_alone(
+    clones: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full or missing temp directory raised OSError out of progress-commit (a traceback).
+    import tempfile
+
+    _, a, b = clones
+    _record_and_commit(a, 1, 1)
+    git(a, "push", "-q", "origin", "main")
+    _record_and_commit(b, 2, 1)
+    git(b, "fetch", "-q", "origin")
+    head = git(b, "rev-parse", "HEAD")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    assert not gitreplay.replay_onto(Git(b), "refs/remotes/origin/main")
+    assert git(b, "rev-parse", "HEAD") == head and git(b, "status", "--porcelain") == ""
