@@ -38,14 +38,18 @@ lint:
 docs:
     python scripts/cli_reference.py
 
-# Benchmarks: speed vs nanoGPT, checkpoint I/O, metadata scale, summarize scale, git growth. Print figures.
+# Benchmarks: speed vs nanoGPT, quality, checkpoint I/O, metadata and summarize scale, git growth, the
+# push race, start-up; the GPU one where CUDA is. Print figures (about 10 minutes on 2 cores).
 bench:
     python benchmarks/train_speed.py
+    python benchmarks/quality.py
     python benchmarks/ckpt_io.py
     python benchmarks/scale_metadata.py
     python benchmarks/summarize_scale.py
     python benchmarks/git_growth.py
+    python benchmarks/race.py
     python benchmarks/startup.py
+    if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then python benchmarks/gpu.py; else echo "gpu.py: skipped (no CUDA device)"; fi
 
 # Replay the training workflow locally against a temporary bare remote.
 replay *args:

@@ -50,7 +50,8 @@ def short_summary(views: Sequence[RunView]) -> str:
     for view in views:
         s = view.summary
         lines.append(
-            f"{view.name}: {s['sessions']} sessions, iteration {s['latest_iteration']}, "
+            f"{view.name}: {s['sessions']} session{'' if s['sessions'] == 1 else 's'}, "
+            f"iteration {s['latest_iteration']}, "
             f"{fmt_count(s['tokens_trained'])} tokens, best val loss {fmt_loss(s['best']['val_loss'])}, "
             f"resets {s['resets']}, regressions {s['regressions']}, trend {s['trend']['direction']}"
         )

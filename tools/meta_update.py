@@ -204,7 +204,7 @@ def set_(
 
 @app.command()
 def tag(checkpoint: IdArg, tag: str, run_dir: RunDir, root: Root = Path(".")) -> None:
-    """Add a tag (e.g. `keep` pins a checkpoint and its ancestors against prune).
+    """Add a tag to an entry; the tag `keep` pins a checkpoint and its ancestors against prune.
 
     Example: meta-update tag ckpt-...-00000300 keep --run .training-progress/nanecho-cached-ci
     """
