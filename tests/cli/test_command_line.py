@@ -137,3 +137,38 @@ def test_a_full_disk_under_stdout_is_one_error_line_not_a_traceback(tmp_path: Pa
     for done in (shown, proc):
         assert done.returncode == 2, done.stderr
         assert done.stderr == "Error: cannot write to standard output: No space left on device\n"
+
+
+def test_ctrl_c_while_a_tool_is_imported_is_aborted_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    from nanecho_tools import _entry
+
+    def interrupted(name: str) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as leaving:
+        _entry.summarize()
+    assert leaving.value.code == 130
+    assert capsys.readouterr().err == "Aborted.\n"
+
+
+def test_every_console_script_goes_through_the_guarded_entry_point() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
+    assert sorted(scripts) == [
+        "ckpt-select",
+        "meta-update",
+        "nanecho",
+        "progress-commit",
+        "summarize",
+        "train-step",
+    ]
+    assert all(target.startswith("nanecho_tools._entry:") for target in scripts.values())
+    assert all((BIN / name).exists() for name in scripts)
