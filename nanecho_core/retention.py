@@ -141,21 +141,42 @@ def _unlink(path: Path, what: str) -> NanechoError | None:
     return None
 
 
+def _links_between_kept(entries: list[dict[str, Any]]) -> set[str]:
+    """Ids of pruned entries with a kept (not pruned) entry both above and below them on a lineage."""
+    by_id = {e["id"]: e for e in entries}
+    links: set[str] = set()
+    for entry in entries:
+        if entry["status"] == "pruned":
+            continue
+        walked: set[str] = set()
+        parent = by_id.get(entry["parent_id"] or "")
+        while parent is not None and parent["status"] == "pruned" and parent["id"] not in walked:
+            walked.add(parent["id"])
+            parent = by_id.get(parent["parent_id"] or "")
+        if parent is not None:  # reached a kept ancestor: the pruned ones walked connect the two
+            links.update(walked)
+    return links
+
+
 def compact(doc: dict[str, Any], older_than_days: float, now: dt.datetime) -> list[str]:
     """Fold pruned entries older than the horizon into per-session aggregate rows; returns folded ids.
 
-    Entries still named as a parent by a remaining entry stay (lineage stays resolvable).
+    A pruned entry that links two entries still kept (on the lineage from the best down to its
+    head, which ckpt-select walks) stays. Any other may go, parents included: a lineage is one
+    chain, so keeping every parent kept everything and the index outgrew progress-commit's size cap
+    after some twenty sessions. A child whose parent was folded names a folded session, which
+    `validate` accepts.
     """
     if not 0 <= older_than_days <= MAX_HORIZON_DAYS:  # also false for NaN
         raise NanechoError(f"--older-than must be a number of days from 0 to {MAX_HORIZON_DAYS}")
     horizon = (now - dt.timedelta(days=older_than_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    parents = {e["parent_id"] for e in doc["checkpoints"]}
+    links = _links_between_kept(doc["checkpoints"])
     folded = [
         e
         for e in doc["checkpoints"]
         if e["status"] == "pruned"
         and time_key(e["created_at"]) < time_key(horizon)
-        and e["id"] not in parents
+        and e["id"] not in links
     ]
     if not folded:
         return []

@@ -9,6 +9,7 @@ import pytest
 
 from nanecho_core import index
 from nanecho_core.errors import NanechoError
+from nanecho_core.index_check import _lineage_problems
 from nanecho_core.retention import apply_prune, compact, plan_prune
 from nanecho_core.store import empty_index
 from tests.factories import make_entry
@@ -85,26 +86,47 @@ def test_compact_folds_old_pruned_entries_into_session_rows() -> None:
         make_entry("s-old", i * 100, 3.0 - i / 10, status="pruned", created_at=f"2026-01-0{i}T00:00:00Z")
         for i in (1, 2, 3)
     ]
-    kept_parent = make_entry("s-old", 400, 2.5, status="pruned", created_at="2026-01-04T00:00:00Z")
-    child = make_entry("s-new", 500, 2.0, parent_id=kept_parent["id"], created_at="2026-11-20T00:00:00Z")
+    # Above the oldest kept entry: nothing walks to it any more, so it folds though it is a parent.
+    above = make_entry("s-old", 400, 2.5, status="pruned", created_at="2026-01-04T00:00:00Z")
+    child = make_entry("s-new", 500, 2.0, parent_id=above["id"], created_at="2026-11-20T00:00:00Z")
     recent_pruned = make_entry("s-new", 450, 2.2, status="pruned", created_at="2026-11-19T00:00:00Z")
-    doc["checkpoints"] = [*old, kept_parent, recent_pruned, child]
+    doc["checkpoints"] = [*old, above, recent_pruned, child]
     index.recompute(doc)
     folded = compact(doc, 90, dt.datetime(2026, 11, 24, tzinfo=dt.UTC))
-    assert folded == sorted(e["id"] for e in old)
-    assert [e["id"] for e in doc["checkpoints"]] == [kept_parent["id"], recent_pruned["id"], child["id"]]
+    assert folded == sorted(e["id"] for e in [*old, above])
+    assert [e["id"] for e in doc["checkpoints"]] == [recent_pruned["id"], child["id"]]
     assert doc["aggregates"] == [
         {
             "session_id": "s-old",
-            "count": 3,
+            "count": 4,
             "first_iteration": 100,
-            "last_iteration": 300,
-            "best_val_loss": 2.7,
+            "last_iteration": 400,
+            "best_val_loss": 2.5,
             "first_created_at": "2026-01-01T00:00:00Z",
-            "last_created_at": "2026-01-03T00:00:00Z",
+            "last_created_at": "2026-01-04T00:00:00Z",
         }
     ]
     assert compact(doc, 90, dt.datetime(2026, 11, 24, tzinfo=dt.UTC)) == []
+
+
+def test_compact_keeps_the_pruned_links_between_the_best_and_its_head_and_folds_the_rest() -> None:
+    """One lineage, as the workflow leaves it: prune keeps the best and the newest, all else pruned.
+
+    Keeping every parent kept the whole chain, so the index outgrew progress-commit's 256 KiB cap
+    after some twenty ci sessions. Only the links ckpt-select walks (best down to head) must stay.
+    """
+    losses = [3.0, 2.5, 2.0, 1.5, 1.6, 1.7, 1.8]  # the best at the fourth, then a plateau
+    entries = chain(*losses)
+    for n, entry in enumerate(entries):
+        entry["created_at"] = f"2026-10-0{n + 1}T00:00:00Z"
+        entry["status"] = "ok" if n in (3, 6) else "pruned"
+    doc = index.recompute({**empty_index("r"), "checkpoints": [dict(e) for e in entries]})
+    folded = compact(doc, 0, dt.datetime(2026, 11, 24, tzinfo=dt.UTC))
+    assert folded == sorted(e["id"] for e in entries[:3])
+    assert [e["id"] for e in doc["checkpoints"]] == [e["id"] for e in entries[3:]]
+    assert doc["best_id"] == entries[3]["id"] and doc["latest_id"] == entries[6]["id"]
+    assert doc["checkpoints"][0]["parent_id"] == entries[2]["id"]  # named, folded: validate accepts it
+    assert _lineage_problems(doc, {e["id"]: e for e in doc["checkpoints"]}) == []
 
 
 def test_prune_keeps_the_best_of_every_eval_set_and_the_head_of_the_best_lineage(tmp_path: Path) -> None:
