@@ -127,6 +127,37 @@ def test_cache_evicted_resumes_from_the_artifact_tier(two_runs, tmp_path):
     assert [e["key"] for e in replay.cache.entries()] == [f"nanecho/{RUN}/{result.run_id}-1"]
 
 
+def checkpoints_in(replay: Replay, run_id: int) -> list[str]:
+    """The checkpoint files in the cache entry `run_id` saved."""
+    (entry,) = [e for e in replay.cache.entries() if e["key"] == f"nanecho/{RUN}/{run_id}-1"]
+    with tarfile.open(Path(entry["dir"]) / "data.tar") as tar:
+        return sorted(Path(name).name for name in tar.getnames() if name.endswith(".pt"))
+
+
+def test_a_session_resumed_from_the_artifact_that_ends_worse_keeps_the_best_for_later_runs(
+    two_runs, tmp_path
+):
+    # ckpt-select read the artifact in place: the cache saved after a worse session lacked the best
+    # checkpoint, the next best artifact held only the worse one, and every later run was refused.
+    replay = replay_from(
+        two_runs, tmp_path, variables={"NANECHO_CONFIG": "tests/e2e/replay_diverge_config.json"}
+    )
+    replay.cache.evict()
+    worse = replay.run("push")
+    assert_success(worse)
+    resumed = remote_sessions(replay.remote)[-1]
+    assert resumed["resume_source"] == "artifact"
+    assert resumed["end_val_loss"] > resumed["start_val_loss"]  # a learning rate of 0.5: it got worse
+    best = f"{resumed['resumed_from']}.pt"
+    assert best in checkpoints_in(replay, worse.run_id)
+
+    replay.variables["NANECHO_CONFIG"] = VARIABLES["NANECHO_CONFIG"]
+    following = replay.run("push")
+    assert_success(following)
+    session = remote_sessions(replay.remote)[-1]
+    assert (session["resume_source"], session["start_iteration"]) == ("cache", 3 * ITERS)
+
+
 def test_cache_and_artifacts_gone_fails_loudly_unless_allow_fresh(two_runs, tmp_path):
     replay = replay_from(two_runs, tmp_path)
     replay.cache.evict()
@@ -152,8 +183,8 @@ def test_cache_and_artifacts_gone_fails_loudly_unless_allow_fresh(two_runs, tmp_
     assert "**reset**" in fresh.summaries["train"]
     # The restarted lineage is what the tiers hold now: the next scheduled push resumes it.
     # record tagged the lost checkpoints abandoned: the index's best is the restarted one, present here.
-    assert not fresh.step("train", "step11").annotations
-    assert replay.artifacts.names(fresh.run_id) == [f"nanecho-{RUN}-best", "nanecho-progress-1"]
+    assert not fresh.step("train", "stage").annotations
+    assert replay.artifacts.names(fresh.run_id) == [f"nanecho-{RUN}-best", "nanecho-progress"]
     following = replay.run("push")
     assert_success(following)
     assert remote_sessions(replay.remote)[-1]["resume_source"] == "cache"
@@ -197,8 +228,9 @@ def test_pull_request_run_trains_and_summarizes_but_pushes_nothing(two_runs, tmp
     assert git(replay.remote, "for-each-ref", "refs/heads") == branches
     # No weights from a pull request for trusted runs to resume from; its cache stays in its own scope.
     assert replay.artifacts.names(result.run_id) == []
-    saved = [e for e in replay.cache.entries() if e["key"].endswith(f"/{result.run_id}-1")]
-    assert [e["scope"] for e in saved] == ["refs/pull/1/merge"]
+    # Nor a cache entry: on its next push it would shadow the base branch's newer ones (scopes are
+    # searched own-first), and the pull request would be refused once main had moved on.
+    assert [e for e in replay.cache.entries() if e["key"].endswith(f"/{result.run_id}-1")] == []
     assert_no_token_in_logs(replay, result)
 
 

@@ -122,7 +122,7 @@ ARTIFACT_WORKFLOW = """
         runs-on: x
         steps:
           - id: previous
-            uses: dawidd6/action-download-artifact@v24
+            uses: dawidd6/action-download-artifact@v21
             with:
               name: best
               path: prev
@@ -183,7 +183,7 @@ def test_dawidd6_inputs_outside_the_emulation_fail_loudly(tmp_path, remote):
           a:
             runs-on: x
             steps:
-              - uses: dawidd6/action-download-artifact@v24
+              - uses: dawidd6/action-download-artifact@v21
                 with: {name: best, run_number: 3}
     """,
     )
