@@ -174,9 +174,7 @@ def compact(doc: dict[str, Any], older_than_days: float, now: dt.datetime) -> li
     folded = [
         e
         for e in doc["checkpoints"]
-        if e["status"] == "pruned"
-        and time_key(e["created_at"]) < time_key(horizon)
-        and e["id"] not in links
+        if e["status"] == "pruned" and time_key(e["created_at"]) < time_key(horizon) and e["id"] not in links
     ]
     if not folded:
         return []
