@@ -260,11 +260,16 @@ def check_inside(path: Path, root: Path, what: str) -> None:
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """An input file's bytes; a pipe is read to its end, a character or block device is refused
     (/dev/zero never ends). Other failures stay OSError, for the caller to word."""
-    # Checked before opening: opening some devices acts (a watchdog starts counting down).
+    refuse_device(path)
+    return Path(path).read_bytes()
+
+
+def refuse_device(path: str | os.PathLike[str]) -> None:
+    """A character or block device is no input (/dev/zero never ends); checked before opening it,
+    since opening some devices acts (a watchdog starts counting down). A missing path raises OSError."""
     mode = os.stat(path).st_mode
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         raise NanechoError("is a device, not a file", path)
-    return Path(path).read_bytes()
 
 
 def read_text(path: str | os.PathLike[str], *, kind: str = "file") -> str:

@@ -89,7 +89,7 @@ def remove_stale_locks(directory: Path, *, busy: bool = False, min_age_s: float 
     removed = []
     for lock in locks:
         try:
-            age = time.time() - lock.stat().st_mtime
+            age = _age(lock)
             if held is not None and str(lock) in held:
                 continue
             if age < (STALE_AFTER_S if held is None else min_age_s):

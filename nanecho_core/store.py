@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from nanecho_core.fsio import (
     parse_json,
     read_bytes,
     read_json,
+    refuse_device,
     resolved,
     safe_join,
     sha256_bytes,
@@ -150,9 +150,7 @@ def load_metadata(paths: RunPaths, *, missing_ok: bool = True) -> dict[str, Any]
 def read_metadata(paths: RunPaths) -> tuple[bytes, os.stat_result] | None:
     """The raw bytes of metadata.json and the stat of the very file they came from (None: absent)."""
     try:
-        mode = os.stat(paths.metadata).st_mode  # before opening: opening some devices acts
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):  # /dev/zero never ends
-            raise NanechoError("is a device, not a file", paths.metadata)
+        refuse_device(paths.metadata)
         with open(paths.metadata, "rb") as handle:
             return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError:

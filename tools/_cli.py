@@ -115,10 +115,10 @@ class _OneLineMain:
         **extra: Any,
     ) -> Any:
         click_main = super().main  # type: ignore[misc]
-        run = functools.partial(click_main, args, prog_name, complete_var, **extra)
-        return _one_line_errors(
-            functools.partial(run, windows_expand_args=windows_expand_args), standalone_mode, prog_name
+        run = functools.partial(
+            click_main, args, prog_name, complete_var, windows_expand_args=windows_expand_args, **extra
         )
+        return _one_line_errors(run, standalone_mode, prog_name)
 
 
 class OneLineCommand(_OneLineMain, TyperCommand):

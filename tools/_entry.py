@@ -7,6 +7,7 @@ Ctrl-C at any later moment.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -20,25 +21,10 @@ def _run(module: str) -> None:
     main()
 
 
-def ckpt_select() -> None:
-    _run("ckpt_select")
-
-
-def train_step() -> None:
-    _run("train_step")
-
-
-def meta_update() -> None:
-    _run("meta_update")
-
-
-def progress_commit() -> None:
-    _run("progress_commit")
-
-
-def summarize() -> None:
-    _run("summarize")
-
-
-def nanecho() -> None:
-    _run("umbrella")
+# The console scripts (pyproject.toml), one per tool.
+ckpt_select = functools.partial(_run, "ckpt_select")
+train_step = functools.partial(_run, "train_step")
+meta_update = functools.partial(_run, "meta_update")
+progress_commit = functools.partial(_run, "progress_commit")
+summarize = functools.partial(_run, "summarize")
+nanecho = functools.partial(_run, "umbrella")
